@@ -1,0 +1,164 @@
+"""Loading the official UniPose checkpoint format, and the reference weight-fill rule.
+
+The official file is `{"model": state_dict}` (keys possibly prefixed `module.`), saved from a
+model that also carries a CLIP model under `clip_model.*` (ignored here: text features come
+from `unipose_model.text_encoder`). Shared heads appear under several keys (e.g. one box MLP
+as `bbox_embed.0..5` and `transformer.decoder.bbox_embed.0..5`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterable, List, Mapping, Tuple
+
+import torch
+from torch import nn
+
+OFFICIAL_DOWNLOAD_HINT = (
+    "Download the official UniPose Swin-T checkpoint 'unipose_swint.pth' from the links in the "
+    "IDEA-Research/X-Pose README (GitHub) and pass its path, or put it at ~/.cache/unipose/unipose_swint.pth.")
+
+# Keys of the official model that its forward never uses (they only appear multiplied by 0.0).
+KNOWN_UNUSED_PREFIXES = ("pos_proj.", "padding.")
+IGNORED_PREFIXES = ("clip_model.",)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used, with a message that says why and what to do."""
+
+
+@dataclass
+class LoadReport:
+    path: str
+    loaded: int
+    ignored: List[str] = field(default_factory=list)        # clip_model.* and known-unused keys
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (f"{self.path}: {self.loaded} tensors loaded, {len(self.ignored)} ignored "
+                f"(CLIP / unused), {len(self.missing)} missing, {len(self.unexpected)} unexpected")
+
+
+def _short_list(keys: Iterable[str], limit: int = 8) -> str:
+    keys = list(keys)
+    head = ", ".join(keys[:limit])
+    return head + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (weights_only) and return its model state dict."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}. {OFFICIAL_DOWNLOAD_HINT}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
+                              f"PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+                              f"Download it again.") from exc
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} holds no model state dict (expected {{'model': state_dict}} "
+                              f"or a plain state dict of tensors)")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<state dict>",
+                            strict: bool = True) -> LoadReport:
+    """Copy `state` into `model`, accounting for every key; raise CheckpointError on any mismatch."""
+    own = model.state_dict()
+    report = LoadReport(path=source, loaded=0)
+    usable = {}
+    shape_errors = []
+    for key, value in state.items():
+        if key.startswith(IGNORED_PREFIXES) or key.startswith(KNOWN_UNUSED_PREFIXES):
+            report.ignored.append(key)
+        elif key not in own:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            shape_errors.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+        else:
+            usable[key] = value
+    report.missing = [k for k in own if k not in usable and k not in dict.fromkeys(shape_errors)]
+    report.missing = [k for k in report.missing if not any(e.startswith(k + ":") for e in shape_errors)]
+    problems = []
+    if shape_errors:
+        problems.append(f"{len(shape_errors)} mis-shaped: {_short_list(shape_errors, 5)}")
+    if report.missing:
+        problems.append(f"{len(report.missing)} missing: {_short_list(report.missing)}")
+    if report.unexpected:
+        problems.append(f"{len(report.unexpected)} unexpected: {_short_list(report.unexpected)}")
+    if problems and (strict or shape_errors):
+        cfg = getattr(model, "config", None)
+        name = getattr(cfg, "name", type(model).__name__)
+        raise CheckpointError(f"checkpoint {source} does not fit model '{name}': " + "; ".join(problems)
+                              + ". Is it a checkpoint of this model configuration?")
+    for key, value in usable.items():
+        if not torch.isfinite(value).all() if value.is_floating_point() else False:
+            raise CheckpointError(f"checkpoint {source}: tensor {key} contains NaN or Inf")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in usable.items()}, strict=False)
+    report.loaded = len(usable)
+    return report
+
+
+def load_official_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> LoadReport:
+    """Load an official-format UniPose checkpoint (or one saved by this project) into `model`."""
+    return load_state_dict_checked(model, read_state_dict(path), str(path), strict=strict)
+
+
+# ---------------------------------------------------------------------- reference weights
+def alias_groups(model: nn.Module) -> Dict[str, str]:
+    """key -> canonical key (the first key in state-dict order that shares its tensor)."""
+    canonical: Dict[str, str] = {}
+    first_by_storage: Dict[Tuple[int, int], str] = {}
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        ident = (tensor.data_ptr(), tensor.numel())
+        canonical[key] = first_by_storage.setdefault(ident, key)
+    return canonical
+
+
+def reference_fill(key: str, shape: Tuple[int, ...]) -> torch.Tensor:
+    """The fixture weight-fill rule (shared/reference/README.md, section 2) for one tensor."""
+    g = torch.Generator(device="cpu")
+    g.manual_seed(zlib.crc32(key.encode("utf-8")))
+    z = torch.randn(shape, generator=g, dtype=torch.float32)
+    leaf = key.rsplit(".", 1)[-1]
+    if len(shape) >= 2:
+        scale, offset = 0.5 / math.sqrt(math.prod(shape[1:])), 0.0
+    elif len(shape) == 1 and (leaf == "bias" or leaf.endswith("_bias")):
+        scale, offset = 0.02, 0.0
+    elif len(shape) == 1 and leaf.startswith("gamma"):
+        scale, offset = 0.01, 0.1
+    elif len(shape) == 1:
+        scale, offset = 0.1, 1.0
+    else:
+        scale, offset = 1.0, 0.0
+    return (z.to(torch.float64) * scale + offset).to(torch.float32)
+
+
+@torch.no_grad()
+def fill_reference_weights(model: nn.Module) -> nn.Module:
+    """Deterministic, well-conditioned random weights: meaningless detections, real compute.
+
+    Used by the parity fixtures, the tests and demos without the official file. Integer buffers
+    (Swin's relative position index) keep their values.
+    """
+    canonical = alias_groups(model)
+    for key, tensor in model.state_dict(keep_vars=True).items():
+        if canonical[key] != key or not tensor.is_floating_point():
+            continue
+        tensor.data.copy_(reference_fill(key, tuple(tensor.shape)).to(tensor.dtype))
+    return model
