@@ -240,11 +240,12 @@ class UniPose(nn.Module):
                 keypoint_valid = keypoint_valid[None].expand(B, -1)
         dec = self.transformer.decoder
         last = len(dec.layers) - 1
-        outs, _ = dec(state.query_content, state.query_reference, state.memory, state.memory_padding,
+        outs, selected = dec(state.query_content, state.query_reference, state.memory, state.memory_padding,
                       state.spatial_shapes, state.valid_ratios, state.text, state.text_padding,
                       self.projection_kpt(kpt_text), keypoint_valid,
                       keep_layers=None if aux else [last])
         result = self._heads(state, outs[-1], last)
+        result["selected_queries"] = selected  # (B, S) decoder query slots kept for the keypoint stage
         if aux:
             result["aux_outputs"] = [self._heads(state, o, i) for i, o in enumerate(outs[:-1])]
         return result
@@ -263,12 +264,15 @@ class UniPose(nn.Module):
         image (B,3,H,W), mask (B,H,W); instance_text (N,512); keypoint_text (100,512) of which the
         first max_keypoints rows are used; keypoint_valid (100,) 1 for real keypoints.
         Returns pred_logits (B, S, max_text_slots) with -inf beyond N, pred_boxes (B, S, 4),
-        pred_keypoints (B, S, 3*max_keypoints) = [x0, y0, ..., x67, y67, v0..v67].
+        pred_keypoints (B, S, 3*max_keypoints) = [x0, y0, ..., x67, y67, v0..v67], and the two
+        selections: enc_topk_indices (B, num_queries) tokens kept as proposals (best first),
+        dec_topk_indices (B, S) query slots kept for the keypoint stage (best first).
         """
         cfg = self.config
         kpt_text = keypoint_text[..., :cfg.max_keypoints, :]
         kpt_valid = keypoint_valid[..., :cfg.max_keypoints] > 0
-        out = self.forward(image, mask, instance_text, kpt_text, kpt_valid)
+        state = self.encode(image, mask, instance_text)
+        out = self.decode(state, kpt_text, kpt_valid)
         B, S, n = out["pred_logits"].shape
         logits = out["pred_logits"].new_full((B, S, cfg.max_text_slots), float("-inf"))
         logits[..., :n] = out["pred_logits"]
@@ -276,7 +280,8 @@ class UniPose(nn.Module):
         # The official head outputs a constant visibility of sigmoid(1) for every slot.
         vis = torch.full(xy.shape[:-1], 1.0, dtype=xy.dtype, device=xy.device).sigmoid()
         keypoints = torch.cat((xy.flatten(2), vis), -1)
-        return {"pred_logits": logits, "pred_boxes": out["pred_boxes"], "pred_keypoints": keypoints}
+        return {"pred_logits": logits, "pred_boxes": out["pred_boxes"], "pred_keypoints": keypoints,
+                "enc_topk_indices": state.proposal_index, "dec_topk_indices": out["selected_queries"]}
 
 
 def build_model(name: str = "unipose_swint", **overrides) -> UniPose:

@@ -1,0 +1,6 @@
+"""Shared test setup: never touch the network."""
+import os
+
+# Must be set before huggingface_hub is imported anywhere (it reads these once).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
