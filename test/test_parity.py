@@ -11,7 +11,7 @@ from unipose_model import build_model, load_official_checkpoint, CheckpointError
 from unipose_model.checkpoint import fill_reference_weights, reference_fill
 from unipose_model.layers import inverse_sigmoid
 
-from conftest import REFERENCE
+from shared_paths import REFERENCE
 
 FIXTURES = ["coco_person", "multi_class"]
 
