@@ -85,6 +85,7 @@ class Decoder(nn.Module):
         if not 0 < num_box_layers < num_layers:
             raise ValueError("need at least one box-only layer and one keypoint layer")
         self.num_box_layers, self.num_select, self.max_keypoints = num_box_layers, num_select, max_keypoints
+        self.d_model = d_model
         self.layers = nn.ModuleList(DecoderLayer(d_model, n_heads, dim_feedforward, n_levels, n_points)
                                     for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model)
@@ -112,7 +113,7 @@ class Decoder(nn.Module):
     def _query_pos(self, reference: torch.Tensor, valid_ratios: torch.Tensor):
         # reference (B, Q, 4) -> per-level references scaled to each level's valid area
         ref_input = reference[:, :, None] * torch.cat([valid_ratios, valid_ratios], -1)[:, None]
-        return self.ref_point_head(box_sine_embedding(ref_input[:, :, 0, :])), ref_input
+        return self.ref_point_head(box_sine_embedding(ref_input[:, :, 0, :], self.d_model // 2)), ref_input
 
     def select_groups(self, output: torch.Tensor, reference: torch.Tensor, text: torch.Tensor,
                       text_padding: torch.Tensor, keypoint_content: torch.Tensor):
@@ -123,7 +124,7 @@ class Decoder(nn.Module):
         """
         B, _, C = output.shape
         scores = contrastive_logits(output, text, text_padding).max(-1)[0]
-        index = torch.topk(scores, self.num_select, dim=1)[1]
+        index = torch.topk(scores, min(self.num_select, scores.shape[1]), dim=1)[1]
         box_ref = torch.gather(reference, 1, index[..., None].expand(-1, -1, 4))
         box_out = torch.gather(output, 1, index[..., None].expand(-1, -1, C))
         K = keypoint_content.shape[1]
@@ -132,7 +133,7 @@ class Decoder(nn.Module):
         kpt_xy = (inverse_sigmoid(box_ref[..., :2])[:, :, None] + offset[:, None]).sigmoid()
         kpt_wh = self.keypoint_size_table(K).sigmoid()[None, None] * box_ref[:, :, None, 2:]
         kpt_ref = torch.cat((kpt_xy, kpt_wh), -1)                                    # (B, G, K, 4)
-        G = self.num_select
+        G = index.shape[1]
         kpt_out = keypoint_content[:, None].expand(B, G, K, C)
         content = torch.cat((box_out[:, :, None], kpt_out), 2)
         ref = torch.cat((box_ref[:, :, None], kpt_ref), 2)
@@ -169,6 +170,9 @@ class Decoder(nn.Module):
         if keypoint_valid is not None and not bool(keypoint_valid.all()):
             kind = torch.cat((keypoint_valid.new_ones(B, 1), keypoint_valid), 1)
             group_mask = kind[:, :, None] != kind[:, None, :]
+        # Layers see detached references; the heads see the undetached ones, so the box and keypoint
+        # losses of a layer also train the previous layer's refinement (and the size table).
+        head_reference = reference
         for layer_id, layer in enumerate(self.layers):
             grouped = layer_id >= self.num_box_layers
             if grouped:
@@ -183,7 +187,7 @@ class Decoder(nn.Module):
                 output = layer(output, query_pos, ref_input, memory, memory_padding, spatial_shapes,
                                text, text_padding)
             if layer_id in keep:
-                outputs.append(DecoderLayerOutput(self.norm(output), reference, grouped))
+                outputs.append(DecoderLayerOutput(self.norm(output), head_reference, grouped))
             if layer_id == num_layers - 1:
                 break
             if not grouped:
@@ -193,5 +197,5 @@ class Decoder(nn.Module):
                                                                    keypoint_content)
             else:
                 new_ref = self.refine_groups(layer_id, output, reference)
-            reference = new_ref.detach()
+            head_reference, reference = new_ref, new_ref.detach()
         return outputs, selected

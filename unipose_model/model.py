@@ -200,10 +200,11 @@ class UniPose(nn.Module):
         out_memory, proposals = t.proposals(memory, mask_flat, spatial_shapes)
         out_memory = t.enc_output_norm(t.enc_output(out_memory))
         scores = contrastive_logits(out_memory, text, text_padding).max(-1)[0]
-        top_scores, top_index = torch.topk(scores, t.num_queries, dim=1)
+        # Tiny images can have fewer tokens than proposals: keep them all then.
+        top_scores, top_index = torch.topk(scores, min(t.num_queries, scores.shape[1]), dim=1)
         coords = t.enc_out_bbox_embed(out_memory) + proposals
         ref_unsig = torch.gather(coords, 1, top_index[..., None].expand(-1, -1, 4)).detach()
-        content = t.tgt_embed.weight[None].expand(B, -1, -1).to(images.dtype)
+        content = t.tgt_embed.weight[None, :top_index.shape[1]].expand(B, -1, -1).to(images.dtype)
         return EncodedImage(memory, mask_flat, spatial_shapes, valid_ratios, text, text_padding, n,
                             content, ref_unsig.sigmoid(), top_scores, top_index)
 
