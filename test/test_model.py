@@ -155,7 +155,7 @@ def test_r50_config_builds_and_runs():
 
 def test_gradients_flow(tiny):
     """Training path: every head and the prompt projections receive gradients."""
-    model = build_model("unipose_tiny").train()
+    model = fill_reference_weights(build_model("unipose_tiny")).train()
     out = model(torch.randn(1, 3, 96, 128), None, features(2, 0), features(3, 1))
     (out["pred_logits"].sum() + out["pred_boxes"].sum() + out["pred_keypoints"].sum()).backward()
     for name in ("projection.layers.0.weight", "projection_kpt.layers.0.weight", "transformer.decoder.pose_embed.0.layers.0.weight",
