@@ -144,6 +144,10 @@ def test_aux_outputs_for_training(tiny):
     model = fill_reference_weights(build_model("unipose_tiny", dec_layers=4))
     out = model(torch.randn(1, 3, 96, 128), None, features(1, 0), features(3, 1), aux=True)
     assert out["aux_outputs"][-1]["pred_keypoints"].shape[-2:] == (3, 2)  # an earlier keypoint layer
+    S = model.config.num_select
+    assert out["pred_keypoint_logits"].shape == (1, S, 3, 3)
+    assert out["enc_outputs"]["pred_logits"].shape == (1, model.config.num_queries, 1)
+    assert out["enc_outputs"]["pred_boxes"].requires_grad
 
 
 def test_r50_config_builds_and_runs():

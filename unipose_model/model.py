@@ -36,6 +36,8 @@ class EncodedImage:
     query_reference: torch.Tensor   # (B, Q, 4) initial boxes, sigmoid space
     proposal_scores: torch.Tensor   # (B, Q) two-stage scores of the selected proposals
     proposal_index: torch.Tensor    # (B, Q) token index of each selected proposal
+    proposal_logits: torch.Tensor   # (B, Q, N) two-stage class logits of the selected proposals (for training)
+    proposal_boxes: torch.Tensor    # (B, Q, 4) their boxes, not detached (for training)
 
 
 class Transformer(nn.Module):
@@ -203,13 +205,17 @@ class UniPose(nn.Module):
         # Tiny images can have fewer tokens than proposals: keep them all then.
         top_scores, top_index = torch.topk(scores, min(t.num_queries, scores.shape[1]), dim=1)
         coords = t.enc_out_bbox_embed(out_memory) + proposals
-        ref_unsig = torch.gather(coords, 1, top_index[..., None].expand(-1, -1, 4)).detach()
+        ref_unsig = torch.gather(coords, 1, top_index[..., None].expand(-1, -1, 4))
+        top_memory = torch.gather(out_memory, 1, top_index[..., None].expand(-1, -1, out_memory.shape[-1]))
+        proposal_logits = contrastive_logits(top_memory, text, text_padding)[..., :n]
         content = t.tgt_embed.weight[None, :top_index.shape[1]].expand(B, -1, -1).to(images.dtype)
         return EncodedImage(memory, mask_flat, spatial_shapes, valid_ratios, text, text_padding, n,
-                            content, ref_unsig.sigmoid(), top_scores, top_index)
+                            content, ref_unsig.detach().sigmoid(), top_scores, top_index,
+                            proposal_logits, ref_unsig.sigmoid())
 
     # ------------------------------------------------------------------ heads
-    def _heads(self, state: EncodedImage, out: DecoderLayerOutput, layer_id: int) -> Dict[str, torch.Tensor]:
+    def _heads(self, state: EncodedImage, out: DecoderLayerOutput, layer_id: int,
+               keypoint_content: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         n = state.num_classes
         if not out.grouped:
             boxes = (self.bbox_embed[layer_id](out.hidden) + inverse_sigmoid(out.reference)).sigmoid()
@@ -219,16 +225,22 @@ class UniPose(nn.Module):
         boxes = (self.bbox_embed[layer_id](box_hidden) + inverse_sigmoid(box_ref)).sigmoid()
         logits = contrastive_logits(box_hidden, state.text, state.text_padding)[..., :n]
         k = layer_id - self.config.num_box_decoder_layers
-        kpt_xy = (self.pose_embed[k](out.hidden[:, :, 1:]) + inverse_sigmoid(out.reference[:, :, 1:, :2])).sigmoid()
-        return {"pred_logits": logits, "pred_boxes": boxes, "pred_keypoints": kpt_xy}
+        kpt_hidden = out.hidden[:, :, 1:]
+        kpt_xy = (self.pose_embed[k](kpt_hidden) + inverse_sigmoid(out.reference[:, :, 1:, :2])).sigmoid()
+        result = {"pred_logits": logits, "pred_boxes": boxes, "pred_keypoints": kpt_xy}
+        if keypoint_content is not None:
+            # prompt-to-keypoint contrast: each keypoint query against every keypoint prompt token
+            result["pred_keypoint_logits"] = kpt_hidden @ keypoint_content[:, None].transpose(-1, -2)
+        return result
 
     def decode(self, state: EncodedImage, keypoint_text: torch.Tensor,
                keypoint_valid: Optional[torch.Tensor] = None, aux: bool = False) -> Dict[str, torch.Tensor]:
         """Decoder + heads for one keypoint prompt (K rows of keypoint text features).
 
         Returns pred_logits (B, S, N) raw logits, pred_boxes (B, S, 4) normalised cxcywh,
-        pred_keypoints (B, S, K, 2) normalised xy; with aux=True also `aux_outputs`, one dict
-        per earlier decoder layer, and the two-stage `enc_outputs`.
+        pred_keypoints (B, S, K, 2) normalised xy; with aux=True (training) also
+        pred_keypoint_logits (B, S, K, K) keypoint-query x keypoint-prompt similarities,
+        `aux_outputs` (one dict per earlier decoder layer) and the two-stage `enc_outputs`.
         """
         B = state.memory.shape[0]
         kpt_text = self._batch_text(keypoint_text, B).to(state.memory.dtype)
@@ -241,14 +253,15 @@ class UniPose(nn.Module):
                 keypoint_valid = keypoint_valid[None].expand(B, -1)
         dec = self.transformer.decoder
         last = len(dec.layers) - 1
+        kpt_content = self.projection_kpt(kpt_text)
         outs, selected = dec(state.query_content, state.query_reference, state.memory, state.memory_padding,
-                      state.spatial_shapes, state.valid_ratios, state.text, state.text_padding,
-                      self.projection_kpt(kpt_text), keypoint_valid,
-                      keep_layers=None if aux else [last])
-        result = self._heads(state, outs[-1], last)
+                             state.spatial_shapes, state.valid_ratios, state.text, state.text_padding,
+                             kpt_content, keypoint_valid, keep_layers=None if aux else [last])
+        result = self._heads(state, outs[-1], last, kpt_content if aux else None)
         result["selected_queries"] = selected  # (B, S) decoder query slots kept for the keypoint stage
         if aux:
-            result["aux_outputs"] = [self._heads(state, o, i) for i, o in enumerate(outs[:-1])]
+            result["aux_outputs"] = [self._heads(state, o, i, kpt_content) for i, o in enumerate(outs[:-1])]
+            result["enc_outputs"] = {"pred_logits": state.proposal_logits, "pred_boxes": state.proposal_boxes}
         return result
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor], instance_text: torch.Tensor,
