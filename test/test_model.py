@@ -166,3 +166,14 @@ def test_gradients_flow(tiny):
                  "backbone.0.patch_embed.proj.weight", "transformer.encoder.fusion_layers.0.gamma_l"):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_per_image_prompt_lengths_in_one_batch(tiny):
+    """Training batches: image 0 has 3 classes, image 1 only 1 (rows masked) == run alone."""
+    images, text = torch.randn(2, 3, 96, 128), features(3, 11)
+    valid = torch.tensor([[True, True, True], [True, False, False]])
+    kpts = features(4, 12)
+    out = tiny(images, None, text, kpts, instance_valid=valid)
+    assert torch.isneginf(out["pred_logits"][1, :, 1:]).all() and torch.isfinite(out["pred_logits"][0]).all()
+    alone = tiny(images[1:], None, text[:1], kpts)
+    assert torch.allclose(out["pred_boxes"][1], alone["pred_boxes"][0], atol=1e-4)

@@ -142,7 +142,8 @@ class UniPose(nn.Module):
                              f"got {tuple(text.shape)} for a batch of {batch}")
         return text
 
-    def encode_instance_text(self, instance_text: torch.Tensor, batch: int, dtype: torch.dtype):
+    def encode_instance_text(self, instance_text: torch.Tensor, batch: int, dtype: torch.dtype,
+                             instance_valid: Optional[torch.Tensor] = None):
         """Project the N instance prompts; append one padding token when N < max_text_slots.
 
         The official model pads to max_text_slots zero rows. Padded rows never influence real
@@ -158,6 +159,8 @@ class UniPose(nn.Module):
             text = torch.cat((text, text.new_zeros(batch, 1, text.shape[-1])), 1)
         padding = torch.zeros(batch, text.shape[1], dtype=torch.bool, device=text.device)
         padding[:, n:] = True
+        if instance_valid is not None:  # per-image prompt lists of different lengths (training batches)
+            padding[:, :n] = ~instance_valid.to(torch.bool).expand(batch, n)
         return self.projection(text), padding, n
 
     # ------------------------------------------------------------------ image
@@ -183,12 +186,16 @@ class UniPose(nn.Module):
         valid_w = (~mask[:, 0, :]).sum(1).float() / W
         return torch.stack((valid_w, valid_h), -1)
 
-    def encode(self, images: torch.Tensor, masks: Optional[torch.Tensor], instance_text: torch.Tensor) -> EncodedImage:
-        """Backbone, encoder and two-stage query selection for a padded batch and its instance prompts."""
+    def encode(self, images: torch.Tensor, masks: Optional[torch.Tensor], instance_text: torch.Tensor,
+               instance_valid: Optional[torch.Tensor] = None) -> EncodedImage:
+        """Backbone, encoder and two-stage query selection for a padded batch and its instance prompts.
+
+        instance_valid (B, N) bool marks real prompt rows when images of a batch have different
+        numbers of classes (their logits come out as -inf on the invalid columns)."""
         B = images.shape[0]
         if masks is None:
             masks = torch.zeros((B,) + images.shape[-2:], dtype=torch.bool, device=images.device)
-        text, text_padding, n = self.encode_instance_text(instance_text, B, images.dtype)
+        text, text_padding, n = self.encode_instance_text(instance_text, B, images.dtype, instance_valid)
         srcs, level_masks, poss = self._feature_levels(images, masks)
         t = self.transformer
         spatial_shapes = [tuple(s.shape[-2:]) for s in srcs]
@@ -266,8 +273,9 @@ class UniPose(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor], instance_text: torch.Tensor,
                 keypoint_text: torch.Tensor, keypoint_valid: Optional[torch.Tensor] = None,
-                aux: bool = False) -> Dict[str, torch.Tensor]:
-        return self.decode(self.encode(images, masks, instance_text), keypoint_text, keypoint_valid, aux=aux)
+                aux: bool = False, instance_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        return self.decode(self.encode(images, masks, instance_text, instance_valid), keypoint_text,
+                           keypoint_valid, aux=aux)
 
     # ------------------------------------------------------------------ official layout
     @torch.no_grad()
