@@ -1,0 +1,155 @@
+"""The `unipose` command line, end to end on real images and a short video (tiny model)."""
+import json
+import shutil
+
+import cv2
+import pytest
+import torch
+
+from unipose_model.cli import main
+
+from shared_paths import DATA
+
+SAMPLES = DATA / "samples"
+IMAGES = [SAMPLES / "coco" / "000000000785.jpg", SAMPLES / "fly" / "1400.jpg"]
+TINY = ["--model", "unipose_tiny", "--checkpoint", "reference", "--text-encoder", "hash",
+        "--short-side", "192", "--max-size", "320", "--box-threshold", "0.0"]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "flies.mp4"
+    frame = cv2.imread(str(IMAGES[1]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, frame.shape[1::-1])
+    for i in range(5):
+        writer.write(cv2.flip(frame, 1) if i % 2 else frame)
+    writer.release()
+    return path
+
+
+def test_predict_images_and_video(tmp_path, video, capsys):
+    out = tmp_path / "out"
+    rc = main(["predict", *map(str, IMAGES), str(video), "--prompt", "person", "--out", str(out),
+               "--max-instances", "3", "-v", *TINY])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "meaningless" in err and "000000000785.jpg:" in err and "flies.mp4#frame=4" in err
+
+    results = json.loads((out / "results.json").read_text())
+    meta = json.loads((out / "images.json").read_text())
+    ids = [im["id"] for im in meta["images"]]
+    assert len(ids) == 2 + 5 and len(set(ids)) == 7
+    assert ids[:2] == [785, 1400]  # numeric file names are COCO image ids
+    assert meta["categories"][0]["name"] == "person" and len(meta["categories"][0]["keypoints"]) == 17
+    assert meta["meaningless"] is True
+    by_image = {}
+    for r in results:
+        assert set(r) >= {"image_id", "category_id", "bbox", "score", "keypoints"}
+        assert r["category_id"] == 1 and len(r["keypoints"]) == 17 * 3 and len(r["bbox"]) == 4
+        assert r["bbox"][2] >= 0 and r["bbox"][3] >= 0
+        by_image.setdefault(r["image_id"], []).append(r)
+    assert set(by_image) <= set(ids) and all(len(v) <= 3 for v in by_image.values())
+    assert 785 in by_image
+
+    for name in ("000000000785.png", "1400.png"):
+        image = cv2.imread(str(out / name))
+        assert image is not None
+    assert cv2.imread(str(out / "000000000785.png")).shape == (425, 640, 3)
+    cap = cv2.VideoCapture(str(out / "flies_annotated.mp4"))
+    frames = 0
+    while cap.read()[0]:
+        frames += 1
+    assert frames == 5
+
+
+def test_directory_input(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(IMAGES[1], folder / "a.jpg")
+    (folder / "notes.txt").write_text("ignored")
+    rc = main(["predict", str(folder), "--prompt", "fly: head, thorax", "--out", str(tmp_path / "o"),
+               "--no-overlay", *TINY])
+    assert rc == 0
+    results = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert all(len(r["keypoints"]) == 6 for r in results)
+    assert not (tmp_path / "o" / "a.png").exists()
+
+
+def test_overlay_never_overwrites_an_input(tmp_path):
+    image = tmp_path / "b.png"
+    cv2.imwrite(str(image), cv2.imread(str(IMAGES[1])))
+    before = image.read_bytes()
+    assert main(["predict", str(image), "--prompt", "person", "--out", str(tmp_path), *TINY]) == 0
+    assert image.read_bytes() == before and (tmp_path / "b_1.png").is_file()
+
+
+def _error(args, capsys):
+    rc = main(args)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert "Traceback" not in err and len(errors) == 1, err
+    return errors[0]
+
+
+def test_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    out = ["--out", str(tmp_path / "o")]
+    err = _error(["predict", str(tmp_path / "missing.jpg"), "--prompt", "person", *out, *TINY], capsys)
+    assert "file not found" in err and "missing.jpg" in err
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"definitely not a jpeg")
+    err = _error(["predict", str(broken), "--prompt", "person", *out, *TINY], capsys)
+    assert "cannot decode image" in err and "broken.jpg" in err
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    err = _error(["predict", str(notes), "--prompt", "person", *out, *TINY], capsys)
+    assert "unsupported file type" in err
+
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "", *out, *TINY], capsys)
+    assert "prompt is empty" in err
+
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, *TINY, "--dtype", "float16",
+                  "--device", "cpu"], capsys)
+    assert "needs a CUDA device" in err
+    if not torch.cuda.is_available():
+        err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, *TINY, "--device", "cuda"],
+                     capsys)
+        assert "CUDA is not available" in err
+
+    monkeypatch.setenv("UNIPOSE_CACHE", str(tmp_path / "cache"))
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, "--text-encoder", "hash"], capsys)
+    assert "unipose_swint.pth" in err and "X-Pose" in err and "--checkpoint PATH" in err
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, "--text-encoder", "hash",
+                  "--checkpoint", str(tmp_path / "nope.pth")], capsys)
+    assert "checkpoint not found" in err
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, "--checkpoint", "reference",
+                  "--model", "unipose_tiny"], capsys)
+    assert "CLIP" in err and "--clip-weights" in err
+
+
+def test_cli_defaults_match_the_library():
+    from unipose_model import cli, postprocess, preprocess
+
+    assert cli.DEFAULT_BOX_THRESHOLD == postprocess.DEFAULT_BOX_THRESHOLD
+    assert cli.DEFAULT_IOU_THRESHOLD == postprocess.DEFAULT_IOU_THRESHOLD
+    assert cli.DEFAULT_SHORT_SIDE == preprocess.DEFAULT_SHORT_SIDE
+    assert cli.DEFAULT_MAX_SIZE == preprocess.DEFAULT_MAX_SIZE
+
+
+def test_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0 and "predict" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0
+    for flag in ("--prompt", "--checkpoint", "--out", "--box-threshold", "--clip-weights", "--max-instances"):
+        assert flag in text
+    with pytest.raises(SystemExit) as exit_:
+        main([])  # no command: usage error
+    assert exit_.value.code == 2

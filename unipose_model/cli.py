@@ -1,0 +1,295 @@
+"""Command line interface: ``unipose <command> ...``.
+
+Each subcommand is one ``add_<name>_arguments`` / ``run_<name>`` pair registered in COMMANDS.
+User errors (missing file, bad prompt, missing weights) print one line and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 2."""
+
+
+# --------------------------------------------------------------------------------------- predict
+
+
+# Repeated from postprocess / preprocess so that `unipose --help` starts without importing torch
+# (test_cli checks that they agree).
+DEFAULT_BOX_THRESHOLD = 0.1
+DEFAULT_IOU_THRESHOLD = 0.9
+DEFAULT_SHORT_SIDE = 800
+DEFAULT_MAX_SIZE = 1333
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR_OR_VIDEO",
+                   help="image files, directories of images/videos, or video files")
+    p.add_argument("--prompt", "-p", required=True,
+                   help="what to detect, e.g. 'person', 'person, face' or 'cat: left eye, nose'")
+    p.add_argument("--checkpoint", "-c", default=None,
+                   help="official-format checkpoint (.pth); default ~/.cache/unipose/<model>.pth; "
+                        "'reference' = deterministic test weights (meaningless detections)")
+    p.add_argument("--out", "-o", required=True, help="output directory")
+    p.add_argument("--model", default="unipose_swint", help="model configuration (default unipose_swint)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="inference precision; half types need CUDA (default float32)")
+    p.add_argument("--box-threshold", type=float, default=DEFAULT_BOX_THRESHOLD,
+                   help=f"minimum score (default {DEFAULT_BOX_THRESHOLD})")
+    p.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD,
+                   help=f"NMS IoU threshold (default {DEFAULT_IOU_THRESHOLD})")
+    p.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
+                   help=f"resize the short image side to this (default {DEFAULT_SHORT_SIDE})")
+    p.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
+                   help=f"cap of the long side after resizing (default {DEFAULT_MAX_SIZE})")
+    p.add_argument("--max-instances", type=int, default=None,
+                   help="keep at most N detections per image, best first (default all)")
+    p.add_argument("--text-encoder", default="clip",
+                   help="clip (OpenAI CLIP ViT-B/32, default), hash (meaningless stand-in, no weights), "
+                        "or a precomputed feature file (.npz/.json/.pt)")
+    p.add_argument("--clip-weights", default=None,
+                   help="CLIP ViT-B/32 weights file or directory (for offline machines)")
+    p.add_argument("--no-overlay", action="store_true", help="do not write overlay images / videos")
+    p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .media import collect_inputs, is_video_path, read_image
+    from .predictor import REFERENCE_CHECKPOINT, Predictor, resolve_checkpoint, resolve_device
+    from .prompt import parse_prompt
+    from .text_encoder import build_text_encoder
+
+    # cheap checks first: files, prompt, checkpoint; then CLIP and the model
+    files = collect_inputs(args.inputs)
+    prompt = parse_prompt(args.prompt)
+    checkpoint = resolve_checkpoint(args.model, args.checkpoint)
+    resolve_device(args.device)
+    encoder = build_text_encoder(args.text_encoder, clip_weights=args.clip_weights, device=args.device)
+    if hasattr(encoder, "load"):
+        encoder.load()  # missing CLIP weights: fail now, not after the model is built
+    predictor = Predictor(args.model, checkpoint, device=args.device, dtype=args.dtype,
+                          text_encoder=encoder, box_threshold=args.box_threshold,
+                          iou_threshold=args.iou_threshold, short_side=args.short_side,
+                          max_size=args.max_size, max_instances=args.max_instances)
+    warnings = []
+    if str(checkpoint) == REFERENCE_CHECKPOINT:
+        warnings.append("reference weights")
+    if not encoder.meaningful:
+        warnings.append("hash text features")
+    stamp = f"MEANINGLESS ({' + '.join(warnings)})" if warnings else None
+    if stamp:
+        print(f"unipose: warning: detections are meaningless: {' and '.join(warnings)} "
+              "(for trying the pipeline only)", file=sys.stderr)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = _ResultWriter(out_dir, prompt, single_video=len(files) == 1 and is_video_path(files[0]),
+                           protected=files)
+    for path in tqdm(files, desc="inputs", unit="file", disable=None, file=sys.stderr):
+        if is_video_path(path):
+            _predict_video(path, predictor, prompt, args, writer, stamp)
+        else:
+            image = read_image(path)
+            t0 = time.perf_counter()
+            instances = predictor.predict(image, prompt, color="bgr")
+            seconds = time.perf_counter() - t0
+            writer.add(path.name, image.shape, instances)
+            if not args.no_overlay:
+                _write_overlay(writer.unique_name(path.stem, ".png"), image, instances, stamp)
+            if args.verbose:
+                tqdm.write(_summary(path.name, instances, seconds), file=sys.stderr)
+    writer.finish(meta={"model": args.model, "checkpoint": str(checkpoint),
+                        "text_encoder": encoder.name, "meaningless": bool(stamp)})
+    print(f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
+          f"results in {out_dir / 'results.json'}", file=sys.stderr)
+    return 0
+
+
+def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
+    from tqdm import tqdm
+
+    from .media import VideoReader, VideoWriter
+
+    video_out = writer.unique_name(f"{path.stem}_annotated", ".mp4")
+    with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw:
+        bar = tqdm(reader, total=reader.frame_count or None, desc=path.name, unit="frame",
+                   disable=None, leave=False, file=sys.stderr)
+        for index, frame in enumerate(bar):
+            t0 = time.perf_counter()
+            instances = predictor.predict(frame, prompt, color="bgr")
+            seconds = time.perf_counter() - t0
+            writer.add(f"{path.name}#frame={index}", frame.shape, instances, frame_index=index)
+            if not args.no_overlay:
+                vw.write(_annotate(frame, instances, stamp))
+            if args.verbose:
+                tqdm.write(_summary(f"{path.name}#frame={index}", instances, seconds), file=sys.stderr)
+        if vw.frames_written == 0 and not args.no_overlay:
+            raise CliError(f"no frames could be read from video {path}")
+
+
+def _annotate(image, instances, stamp):
+    from .visualize import draw_instances, draw_summary
+
+    canvas = draw_instances(image, instances, color="bgr")
+    return draw_summary(canvas, stamp) if stamp else canvas
+
+
+def _write_overlay(path, image, instances, stamp) -> None:
+    from .media import write_image
+
+    write_image(path, _annotate(image, instances, stamp))
+
+
+def _summary(name, instances, seconds) -> str:
+    if not instances:
+        return f"{name}: no detections ({seconds:.2f} s)"
+    counts: dict[str, int] = {}
+    for inst in instances:
+        counts[inst.label] = counts.get(inst.label, 0) + 1
+    what = ", ".join(f"{n} x {label}" for label, n in counts.items())
+    best = max(inst.score for inst in instances)
+    return f"{name}: {what} (best {best:.2f}, {seconds:.2f} s)"
+
+
+class _ResultWriter:
+    """Collects COCO results and image records; writes results.json and images.json."""
+
+    def __init__(self, out_dir: Path, prompt, single_video: bool, protected=()):
+        self.out_dir = out_dir
+        self._protected = {Path(p).resolve() for p in protected}  # never overwrite an input
+        self.prompt = prompt
+        self.single_video = single_video  # frame index = image id, as in COCO-converted clips
+        self.results: list[dict] = []
+        self.images: list[dict] = []
+        self._used_ids: set[int] = set()
+        self._next_id = 0
+        self._names: set[str] = set()
+
+    @property
+    def num_images(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_instances(self) -> int:
+        return len(self.results)
+
+    def unique_name(self, stem: str, suffix: str) -> Path:
+        name, n = stem + suffix, 1
+        while name in self._names or (self.out_dir / name).resolve() in self._protected:
+            name, n = f"{stem}_{n}{suffix}", n + 1
+        self._names.add(name)
+        return self.out_dir / name
+
+    def _image_id(self, file_name: str, frame_index: int | None) -> int:
+        stem = Path(file_name.split("#")[0]).stem
+        if frame_index is not None and self.single_video:
+            wanted = frame_index
+        elif frame_index is None and stem.isdigit():
+            wanted = int(stem)  # COCO-style file names carry their image id
+        else:
+            wanted = None
+        if wanted is None or wanted in self._used_ids:
+            while self._next_id in self._used_ids:
+                self._next_id += 1
+            wanted = self._next_id
+        self._used_ids.add(wanted)
+        return wanted
+
+    def add(self, file_name: str, shape, instances, frame_index: int | None = None) -> None:
+        image_id = self._image_id(file_name, frame_index)
+        record = {"id": image_id, "file_name": file_name, "height": int(shape[0]), "width": int(shape[1])}
+        if frame_index is not None:
+            record["frame_index"] = frame_index
+        self.images.append(record)
+        for inst in instances:
+            entry = inst.to_coco(image_id)
+            entry["label"] = inst.label  # extra key: harmless for COCO tools, handy for humans
+            self.results.append(entry)
+
+    def finish(self, meta: dict) -> None:
+        (self.out_dir / "results.json").write_text(json.dumps(self.results))
+        categories = []
+        for index, name in enumerate(self.prompt.classes):
+            group = next((g for g in self.prompt.groups if index in tuple(g.class_indices)), None)
+            categories.append({"id": index + 1, "name": name,
+                               "keypoints": list(group.keypoints) if group else [],
+                               "skeleton": [list(map(int, s)) for s in group.skeleton] if group else []})
+        doc = {"prompt": getattr(self.prompt, "text", None) or str(self.prompt),
+               "skeleton_is_zero_based": True, **meta,
+               "images": self.images, "categories": categories}
+        (self.out_dir / "images.json").write_text(json.dumps(doc, indent=1))
+
+
+# --------------------------------------------------------------------------------------- driver
+
+# name -> (help, add_arguments, run); `bag` and `export` will join here.
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "predict": ("detect objects and keypoints in images, folders or videos",
+                add_predict_arguments, run_predict),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unipose", description="UniPose (X-Pose): detect any object's keypoints from a text prompt.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    sub.required = True
+    for name, (help_text, add_arguments, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's to fix (one line, exit 2), imported lazily."""
+    from .media import MediaError
+    from .predictor import CheckpointNotFoundError, PredictorError
+    from .preprocess import ImageError
+    from .text_encoder import TextEncoderError
+
+    errors: list[type[BaseException]] = [CliError, MediaError, ImageError, PredictorError,
+                                         CheckpointNotFoundError, TextEncoderError]
+    try:
+        from .checkpoint import CheckpointError
+        errors.append(CheckpointError)
+    except ImportError:
+        pass
+    try:
+        from .prompt import PromptError
+        errors.append(PromptError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    user_errors = _user_errors()
+    try:
+        return args._run(args)
+    except KeyboardInterrupt:
+        print("unipose: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - filtered just below
+        if isinstance(e, user_errors):
+            message = " ".join(str(e).split())  # one line, however the message was wrapped
+            print(f"unipose {args.command}: error: {message}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
