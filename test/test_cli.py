@@ -99,8 +99,13 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"definitely not a jpeg")
-    err = _error(["predict", str(broken), "--prompt", "person", *out, *TINY], capsys)
-    assert "cannot decode image" in err and "broken.jpg" in err
+    # an unreadable image among good ones is skipped with a message; the others' results are kept
+    assert main(["predict", str(broken), str(IMAGES[1]), "--prompt", "fly", *out, *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "cannot decode image" in err and "broken.jpg" in err
+    images = json.loads((tmp_path / "o" / "images.json").read_text())
+    assert [im["file_name"] for im in images["images"]] == ["1400.jpg"]
+    assert (tmp_path / "o" / "1400.png").exists()
 
     notes = tmp_path / "notes.txt"
     notes.write_text("x")

@@ -65,9 +65,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .media import collect_inputs, is_video_path, read_image
+    from .media import MediaError, collect_inputs, is_video_path
     from .predictor import REFERENCE_CHECKPOINT, Predictor, resolve_checkpoint, resolve_device
     from .prompt import parse_prompt
+    from .preprocess import ImageError
     from .text_encoder import build_text_encoder
 
     # cheap checks first: files, prompt, checkpoint; then CLIP and the model
@@ -96,24 +97,44 @@ def run_predict(args: argparse.Namespace) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ResultWriter(out_dir, prompt, single_video=len(files) == 1 and is_video_path(files[0]),
                            protected=files)
-    for path in tqdm(files, desc="inputs", unit="file", disable=None, file=sys.stderr):
-        if is_video_path(path):
-            _predict_video(path, predictor, prompt, args, writer, stamp)
-        else:
-            image = read_image(path)
-            t0 = time.perf_counter()
-            instances = predictor.predict(image, prompt, color="bgr")
-            seconds = time.perf_counter() - t0
-            writer.add(path.name, image.shape, instances)
-            if not args.no_overlay:
-                _write_overlay(writer.unique_name(path.stem, ".png"), image, instances, stamp)
-            if args.verbose:
-                tqdm.write(_summary(path.name, instances, seconds), file=sys.stderr)
-    writer.finish(meta={"model": args.model, "checkpoint": str(checkpoint),
-                        "text_encoder": encoder.name, "meaningless": bool(stamp)})
+    failed = []
+    try:
+        for path in tqdm(files, desc="inputs", unit="file", disable=None, file=sys.stderr):
+            try:
+                _predict_file(path, predictor, prompt, args, writer, stamp)
+            except (MediaError, ImageError) as exc:
+                # one bad input must not cost the results of the others
+                failed.append(path)
+                tqdm.write(f"unipose: skipped {path}: {exc}", file=sys.stderr)
+    finally:  # also on Ctrl-C: keep what was already computed
+        writer.finish(meta={"model": args.model, "checkpoint": str(checkpoint),
+                            "text_encoder": encoder.name, "meaningless": bool(stamp)})
     print(f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
           f"results in {out_dir / 'results.json'}", file=sys.stderr)
+    if failed:
+        print(f"unipose: {len(failed)} input(s) could not be read: {', '.join(str(p) for p in failed)}",
+              file=sys.stderr)
+        return 1
     return 0
+
+
+def _predict_file(path, predictor, prompt, args, writer, stamp) -> None:
+    from tqdm import tqdm
+
+    from .media import is_video_path, read_image
+
+    if is_video_path(path):
+        _predict_video(path, predictor, prompt, args, writer, stamp)
+        return
+    image = read_image(path)
+    t0 = time.perf_counter()
+    instances = predictor.predict(image, prompt, color="bgr")
+    seconds = time.perf_counter() - t0
+    writer.add(path.name, image.shape, instances)
+    if not args.no_overlay:
+        _write_overlay(writer.unique_name(path.stem, ".png"), image, instances, stamp)
+    if args.verbose:
+        tqdm.write(_summary(path.name, instances, seconds), file=sys.stderr)
 
 
 def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
