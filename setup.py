@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["unipose_model", "unipose_model.*", "training", "training.*",
                                     "unipose_ros", "unipose_ros.*"]),
-    package_data={"unipose_model": ["data/*.json", "data/*.jpg", "data/*.png", "data/*.txt"]},
+    package_data={"unipose_model": ["data/*.json", "data/*.jpg", "data/*.png", "data/*.txt"],
+                  "training": ["data/*.json", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.4,<2.15",
@@ -24,11 +25,19 @@ setup(
         "opencv-python-headless>=4.8",
         "pillow>=10,<14",
         "tqdm>=4.60,<5",
+        "pycocotools>=2.0.7,<2.1",
+        "h5py>=3.8,<4",
+        "pyyaml>=6,<7",
     ],
     extras_require={"test": ["pytest>=8,<10"]},
     entry_points={
         "console_scripts": [
             "unipose = unipose_model.cli:main",
+            "unipose-data = training.unikpt.cli:main",
+            "unipose-eval = training.evaluation.cli:main",
+            "unipose-detector = unipose_ros.detector_node:main",
+            "unipose-image-source = unipose_ros.image_source:main",
+            "unipose-bag = unipose_ros.bag:main",
         ],
     },
 )

@@ -24,6 +24,10 @@ echo "[bootstrap] setting up $VENV (first run takes a few minutes: torch $(grep 
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
+# xtcocotools (the OKS reference the evaluator is tested against): its wheel is built for numpy 1,
+# so build it from source against the pinned numpy.
+"$VENV/bin/python" -m pip install -q cython==3.3.1
+"$VENV/bin/python" -m pip install -q --no-binary xtcocotools --no-build-isolation xtcocotools==1.14.3
 if [[ -f "$ROOT/requirements-ros.txt" ]]; then
   "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements-ros.txt"
 fi

@@ -1,0 +1,170 @@
+"""COCO keypoints json and the COCO-like files of most datasets.
+
+One reader serves COCO, Human-Art, 300-W (mmpose json), OneHand10K (json), AP-10K, APT-36K,
+MacaquePose (json), Animal Kingdom (COCO export), Vinegar Fly and Desert Locust (json),
+CarFusion, MP-100 and DeepFashion2 (294-point concatenated layout). Each dataset differs only in
+how a source category maps to a vocabulary set and which extra fields it carries:
+
+- Human-Art: image ``category`` ("digital art") becomes the image style.
+- AP-10K / APT-36K: category ``supercategory`` is the animal family (taxonomy); APT-36K
+  annotations carry ``track_id``.
+- Animal Kingdom: the annotation's ``animal`` (species) is the category; class/subclass are
+  kept as taxonomy.
+- MP-100: each of its 100 categories maps to a set by name ("squirrel_body" -> the AP-10K
+  layout, "klipspringer_face" -> animal face, "long_sleeved_dress" -> DeepFashion2's slice).
+- DeepFashion2 (mmpose/MP-100 export): every annotation has 294 values, the 13 clothing layouts
+  concatenated; the category id (1-13) selects the slice.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Builder, ConversionError, category_name
+
+__all__ = ["convert_coco_like", "read_json", "resolve_set", "DEEPFASHION2_ORDER"]
+
+# DeepFashion2 category ids 1..13 in order; the 294-point layout concatenates them in this order.
+DEEPFASHION2_ORDER = ["short_sleeve_top", "long_sleeve_top", "short_sleeve_outwear",
+                      "long_sleeve_outwear", "vest", "sling", "shorts", "trousers", "skirt",
+                      "short_sleeve_dress", "long_sleeve_dress", "vest_dress", "sling_dress"]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConversionError(f"cannot read {path}: {e}") from e
+
+
+def resolve_set(builder: Builder, name: str, supercategory: str, num_keypoints: int) -> str | None:
+    """Vocabulary set for an MP-100-style category name with `num_keypoints` points."""
+    vocab = builder.vocab
+    key = category_name(name)
+    sup = category_name(supercategory or "")
+    candidates = []
+    if key.endswith(" face") and key != "human face" and (sup == "animal face" or num_keypoints == 9):
+        candidates.append("animal_face")
+    for text in (key, key[:-5] if key.endswith(" body") else key):
+        found = vocab.model.lookup(text)
+        if found is not None:
+            candidates.append(found.id)
+    candidates += {"bird": ["bird"], "animal face": ["animal_face"], "clothes": [],
+                   "furniture": []}.get(sup, [])
+    for set_id in candidates:
+        if len(vocab.get_set(set_id)) == num_keypoints:
+            return set_id
+    return None
+
+
+def _unified_category_name(name: str) -> str:
+    key = category_name(name)
+    return key[:-5] if key.endswith(" body") and key != "human body" else key
+
+
+def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
+    """Fill `builder` from one COCO-like json file."""
+    data = read_json(src)
+    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+        raise ConversionError(f"{src}: not a COCO keypoints file (needs images, annotations, categories)")
+    spec = builder.vocab.dataset(dataset)
+    builder.data.info["source_info"] = data.get("info") if isinstance(data.get("info"), dict) else {}
+
+    # --- categories: source id -> (unified id, keypoint slice)
+    cat_map: dict[int, tuple[int, slice | None]] = {}
+    bad_category: dict[int, str] = {}
+    df2_offsets = np.cumsum([0] + [len(builder.vocab.get_set(s)) for s in DEEPFASHION2_ORDER])
+    for c in data["categories"]:
+        cid = int(c["id"])
+        n_src = len(c.get("keypoints") or [])
+        if dataset == "deepfashion2" or (dataset == "mp100" and n_src == int(df2_offsets[-1])):
+            if not 1 <= cid <= 13:
+                bad_category[cid] = f"DeepFashion2 category id {cid} is not 1-13"
+                continue
+            set_id = DEEPFASHION2_ORDER[cid - 1]
+            span = slice(int(df2_offsets[cid - 1]), int(df2_offsets[cid]))
+            cat_map[cid] = (builder.category_from_set(set_id.replace("_", " "), set_id, category_id=cid,
+                                                      supercategory="clothes", style=spec.style,
+                                                      source_name=c["name"]), span)
+            continue
+        if spec.set is not None:
+            set_id = spec.set
+            if dataset == "humanart" and n_src == 21:
+                n_src = 17  # Human-Art v2 lists 21 names; 'keypoints' holds the COCO 17
+            if n_src and n_src != len(builder.vocab.get_set(set_id)):
+                bad_category[cid] = (f"category {c['name']!r} has {n_src} keypoints, the "
+                                     f"{spec.title} layout has {len(builder.vocab.get_set(set_id))}")
+                continue
+        else:
+            set_id = resolve_set(builder, c["name"], c.get("supercategory", ""), n_src)
+            if set_id is None:
+                bad_category[cid] = (f"category {c['name']!r} ({n_src} keypoints, supercategory "
+                                     f"{c.get('supercategory')!r}) matches no vocabulary set")
+                continue
+        name = c["name"]
+        taxonomy = None
+        if dataset in ("ap10k", "apt36k") and c.get("supercategory"):
+            taxonomy = {"class": "mammalia", "family": str(c["supercategory"]).lower()}
+        if spec.set in ("face",) and name == "face":
+            name = "face"
+        cat_map[cid] = (builder.category_from_set(_unified_category_name(name), set_id, category_id=cid,
+                                                  supercategory=spec.supercategory, style=spec.style,
+                                                  taxonomy=taxonomy, source_name=name), None)
+
+    # --- images
+    image_map: dict[int, int | None] = {}
+    for im in data["images"]:
+        style = None
+        if dataset == "humanart":
+            style = category_name(str(im.get("category", ""))) or None
+        image_map[int(im["id"])] = builder.image(im["file_name"], im.get("width"), im.get("height"),
+                                                 image_id=int(im["id"]), style=style)
+
+    # --- annotations
+    ak_categories: dict[str, int] = {}
+    for a in data["annotations"]:
+        ann_id = a.get("id")
+        src_cat = int(a.get("category_id", -1))
+        if src_cat in bad_category:
+            builder.report(ann_id, "keypoint_count" if "keypoints" in bad_category[src_cat] else
+                           "unknown_category", bad_category[src_cat])
+            continue
+        if src_cat not in cat_map:
+            builder.report(ann_id, "unknown_category", f"category id {src_cat} is not in the file's "
+                                                       "category list")
+            continue
+        if int(a.get("image_id", -1)) not in image_map:
+            builder.report(ann_id, "missing_image", f"image id {a.get('image_id')} is not in the "
+                                                    "file's image list")
+            continue
+        unified_cat, span = cat_map[src_cat]
+        kpts = np.asarray(a.get("keypoints", []), dtype=np.float64)
+        if span is not None:
+            if kpts.size != 3 * int(df2_offsets[-1]):
+                builder.report(ann_id, "keypoint_count", f"{kpts.size // 3} keypoints, DeepFashion2's "
+                                                         f"layout has {int(df2_offsets[-1])}")
+                continue
+            outside = np.ones(kpts.size // 3, bool)
+            outside[span] = False
+            if (kpts.reshape(-1, 3)[outside, 2] > 0).any():
+                builder.report(ann_id, "keypoint_count", "labelled points outside the slice of "
+                                                         f"category {src_cat}")
+                continue
+            kpts = kpts.reshape(-1, 3)[span]
+        if dataset == "animal_kingdom" and a.get("animal"):
+            key = str(a["animal"])
+            if key not in ak_categories:
+                taxonomy = {k: str(a[f]).lower() for k, f in (("parent class", "animal_parent_class"),
+                                                              ("class", "animal_class"),
+                                                              ("subclass", "animal_subclass"))
+                            if a.get(f)}
+                ak_categories[key] = builder.category_from_set(key, spec.set, taxonomy=taxonomy,
+                                                                supercategory=spec.supercategory,
+                                                                style=spec.style, source_name=key)
+            unified_cat = ak_categories[key]
+        builder.instance(image_map[int(a["image_id"])], unified_cat, kpts, bbox=a.get("bbox"),
+                         area=a.get("area"), iscrowd=a.get("iscrowd", 0), track_id=a.get("track_id"),
+                         ann_id=ann_id)
