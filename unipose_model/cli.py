@@ -261,6 +261,18 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
 }
 
 
+def _register_optional_commands() -> None:
+    """Commands that live in other packages of the project (unipose_model itself needs no ROS)."""
+    try:
+        from unipose_ros import bag
+    except ImportError:  # installed without the ROS side
+        return
+    COMMANDS.setdefault("bag", (bag.HELP, bag.add_arguments, bag.run))
+
+
+_register_optional_commands()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unipose", description="UniPose (X-Pose): detect any object's keypoints from a text prompt.")
@@ -290,6 +302,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     try:
         from .prompt import PromptError
         errors.append(PromptError)
+    except ImportError:
+        pass
+    try:
+        from unipose_ros.bag import BagError
+        errors.append(BagError)
     except ImportError:
         pass
     return tuple(errors)

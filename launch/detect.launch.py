@@ -1,0 +1,77 @@
+"""Keypoint detection on a camera stream: the `unipose` detector, optionally a sample camera and RViz.
+
+    ros2 launch unipose_ros detect.launch.py                          # camera on /camera/image_raw
+    ros2 launch unipose_ros detect.launch.py use_sample_source:=true rviz:=true
+    ros2 launch unipose_ros detect.launch.py image:=/my_cam/image compressed:=true prompt:="cat, dog"
+
+Arguments left empty take their value from the params file (config/detector.yaml).
+"""
+from pathlib import Path
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+SHARE = Path(__file__).resolve().parent.parent  # share/unipose_ros (or the source tree)
+
+ARGUMENTS = {
+    "image": ("/camera/image_raw", "Image topic (raw); with compressed:=true its /compressed is used."),
+    "camera_info": ("", "CameraInfo topic. Empty: camera_info next to the image topic."),
+    "compressed": ("false", "Subscribe to IMAGE/compressed (jpeg/png) instead of the raw image."),
+    "prompt": ("", "Initial prompt, e.g. 'person' or 'person: nose, left eye'. Empty: params file."),
+    "model": ("", "Model configuration (unipose_swint, unipose_tiny, ...). Empty: params file."),
+    "checkpoint": ("", "Checkpoint path ('reference' for test weights). Empty: params file."),
+    "text_encoder": ("", "clip, hash or a feature file. Empty: params file."),
+    "device": ("", "auto, cpu, cuda or cuda:N. Empty: params file."),
+    "backend": ("", "torch (onnxruntime/tensorrt later). Empty: params file."),
+    "params_file": (str(SHARE / "config" / "detector.yaml"), "Detector parameters (YAML)."),
+    "use_sample_source": ("false", "Start image_source publishing the bundled sample on IMAGE."),
+    "sample_source": ("", "Video, image folder or image for image_source. Empty: bundled sample."),
+    "sample_rate": ("10.0", "Frames per second of image_source."),
+    "rviz": ("false", "Start rviz2 with config/unipose.rviz (annotated image and markers)."),
+}
+DETECTOR_OVERRIDES = ("prompt", "model", "checkpoint", "text_encoder", "device", "backend")
+
+
+def _true(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _camera_info_topic(image_topic: str) -> str:
+    """image_transport convention: the CameraInfo sits next to the image topic."""
+    parent = image_topic.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}/camera_info"
+
+
+def _launch_setup(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    image = arg["image"]
+    camera_info = arg["camera_info"] or _camera_info_topic(image)
+    overrides = {name: arg[name] for name in DETECTOR_OVERRIDES if arg[name]}
+    overrides["use_compressed"] = _true(arg["compressed"])
+    nodes = [Node(
+        package="unipose_ros", executable="detector", name="unipose", output="screen",
+        parameters=[arg["params_file"], overrides],
+        remappings=[("image", image), ("image/compressed", image + "/compressed"),
+                    ("camera_info", camera_info)],
+    )]
+    if _true(arg["use_sample_source"]):
+        nodes.append(Node(
+            package="unipose_ros", executable="image_source", name="image_source", output="screen",
+            parameters=[{"source": arg["sample_source"], "rate": float(arg["sample_rate"]),
+                         "publish_compressed": _true(arg["compressed"])}],
+            remappings=[("image", image), ("image/compressed", image + "/compressed"),
+                        ("camera_info", camera_info)],
+        ))
+    if _true(arg["rviz"]):
+        nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                          arguments=["-d", str(SHARE / "config" / "unipose.rviz")]))
+    return nodes
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_launch_setup)])

@@ -1,0 +1,176 @@
+"""The node's ROS-free parts: frame slot, rates and throttling, message building, parameters."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import CameraInfo
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
+
+from unipose_model.predictor import Instance
+from unipose_ros.detection_messages import (ActivePrompt, ClassLayout, PixelProjector, keypoint_array,
+                                            marker_array)
+from unipose_ros.frame_slot import LatestFrameSlot
+from unipose_ros.parameters import DETECTOR_PARAMETERS, check_choice, descriptor, markdown_table
+from unipose_ros.stats import ProblemThrottle, RateLimiter, WindowStats
+
+NAMES = ("nose", "left eye", "right eye")
+PROMPT = ActivePrompt("person: nose, left eye, right eye",
+                      (ClassLayout("person", NAMES, ((0, 1), (0, 2))), ClassLayout("dog", ("nose",), ())))
+
+
+def person(score=0.8, dx=0.0):
+    kpts = np.array([[100 + dx, 50, score], [90 + dx, 40, score], [110 + dx, 40, 0.05]])
+    return Instance("person", 0, score, (80.0 + dx, 30.0, 120.0 + dx, 90.0), kpts, NAMES, ((0, 1), (0, 2)))
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+# ------------------------------------------------------------------------------ frame slot
+def test_slot_keeps_only_the_newest_frame_and_counts_drops():
+    slot = LatestFrameSlot()
+    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert slot.take(0) == 3 and slot.take(0) is None
+    assert (slot.received, slot.dropped) == (3, 2)
+
+
+def test_slot_wakes_a_waiting_worker_and_close_releases_it():
+    slot = LatestFrameSlot()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(slot.take(5.0)))
+    worker.start()
+    slot.put("frame")
+    worker.join(5.0)
+    assert got == ["frame"]
+    worker = threading.Thread(target=lambda: got.append(slot.take(30.0)))
+    worker.start()
+    slot.close()
+    worker.join(5.0)
+    assert not worker.is_alive() and got[-1] is None
+    slot.reopen()
+    slot.put("again")
+    assert slot.take(0) == "again"
+
+
+# ------------------------------------------------------------------------------ stats
+def test_window_stats_rate_and_values():
+    clock = FakeClock()
+    stats = WindowStats(window_s=2.0, clock=clock)
+    for v in (0.1, 0.2, 0.3, 0.4):
+        stats.add(v)
+        clock.t += 0.5
+    snap = stats.snapshot()
+    assert snap["count"] == 4 and snap["rate"] == pytest.approx(2.0) and snap["max"] == 0.4
+    clock.t += 10
+    assert stats.snapshot()["count"] == 0 and stats.total == 4
+
+
+def test_problem_throttle_per_kind():
+    clock = FakeClock()
+    throttle = ProblemThrottle(5.0, clock=clock)
+    assert throttle.should_report("data size 10 != 12")
+    assert not throttle.should_report("data size 11 != 13")  # same kind, numbers differ
+    assert throttle.should_report("unsupported encoding 'x'")  # another kind: at once
+    clock.t += 5.1
+    assert throttle.should_report("data size 10 != 12")
+
+
+def test_rate_limiter():
+    clock = FakeClock()
+    limiter = RateLimiter(0.0, clock=clock)
+    limiter.mark()
+    assert limiter.wait_time() == 0.0
+    limiter.max_rate = 4.0
+    limiter.mark()
+    assert limiter.wait_time() == pytest.approx(0.25)
+    clock.t += 0.3
+    assert limiter.wait_time() == 0.0
+
+
+# ------------------------------------------------------------------------------ messages
+def test_keypoint_array_fields():
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = keypoint_array([person(0.9), person(0.7, dx=5)], header, (640, 480), PROMPT, "tiny (ref)", 0.05)
+    assert msg.header.frame_id == "cam" and msg.header.stamp.nanosec == 345
+    assert (msg.image_width, msg.image_height, msg.prompt, msg.model) == (640, 480, PROMPT.text, "tiny (ref)")
+    assert msg.inference_time == pytest.approx(0.05)
+    assert [c.name for c in msg.classes] == ["person", "dog"]
+    assert list(msg.classes[0].skeleton) == [0, 1, 0, 2] and list(msg.classes[1].keypoint_names) == ["nose"]
+    first = msg.instances[0]
+    assert (first.label, first.class_index) == ("person", 0) and first.score == pytest.approx(0.9)
+    assert (first.x_min, first.y_min, first.x_max, first.y_max) == (80.0, 30.0, 120.0, 90.0)
+    assert [(k.name, k.index) for k in first.keypoints] == [("nose", 0), ("left eye", 1), ("right eye", 2)]
+    assert (first.keypoints[1].x, first.keypoints[1].y) == (90.0, 40.0)
+
+
+def test_markers_image_plane_with_lifetime_and_cleanup():
+    header = Header(frame_id="cam")
+    markers = marker_array([person(), person(dx=30)], header, PixelProjector(2.0, 0.01, None), (640, 480),
+                           lifetime_s=0.75, min_keypoint_score=0.1)
+    assert markers.markers[0].action == Marker.DELETEALL
+    body = markers.markers[1:]
+    assert [m.ns for m in body] == ["keypoints", "skeleton", "box", "label"] * 2
+    assert all(m.lifetime.sec == 0 and m.lifetime.nanosec == 750_000_000 for m in body)
+    assert all(m.header.frame_id == "cam" for m in markers.markers)
+    spheres, bones, box, label = body[:4]
+    assert len(spheres.points) == 2  # the 0.05-score keypoint is hidden
+    assert (spheres.points[0].x, spheres.points[0].y, spheres.points[0].z) == pytest.approx((1.0, 0.5, 0.0))
+    assert len(bones.points) == 2  # only the link between shown keypoints
+    assert len(box.points) == 5 and (box.points[2].x, box.points[2].y) == pytest.approx((1.2, 0.9))
+    assert label.text == "person 0.80"
+    assert len({(m.ns, m.id) for m in body}) == len(body)
+
+
+def test_markers_on_camera_rays_and_frame_override():
+    info = CameraInfo()
+    info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 240.0, 0.0, 0.0, 1.0]
+    projector = PixelProjector.from_camera_info(info, depth=3.0, scale=0.01)
+    point = projector.project(820.0, 240.0)
+    assert (point.x, point.y, point.z) == pytest.approx((3.0, 0.0, 3.0))
+    header = Header(frame_id="camera_optical")
+    markers = marker_array([person()], header, projector, (640, 480), frame_id="map")
+    assert all(m.header.frame_id == "map" for m in markers.markers)
+    assert header.frame_id == "camera_optical"  # the input header is untouched
+    assert PixelProjector.from_camera_info(CameraInfo(), 2.0, 0.5).intrinsics is None
+
+
+def test_active_prompt_from_prepared():
+    class Group:
+        def __init__(self, classes, names, skeleton):
+            self.class_indices, self.keypoint_names, self.skeleton = classes, names, skeleton
+
+    class Prepared:
+        classes = ("cat", "dog", "person")
+        groups = [Group((0, 1), ("nose", "tail"), ((0, 1),)), Group((2,), ("nose",), ())]
+
+    prompt = ActivePrompt.from_prepared("cat, dog, person", Prepared())
+    assert [c.name for c in prompt.classes] == ["cat", "dog", "person"]
+    assert prompt.classes[1].keypoint_names == ("nose", "tail") and prompt.classes[1].skeleton == ((0, 1),)
+    assert prompt.classes[2].keypoint_names == ("nose",)
+
+
+# ------------------------------------------------------------------------------ parameters
+def test_parameter_table_descriptors_and_choices():
+    names = {p.name for p in DETECTOR_PARAMETERS}
+    assert {"model", "checkpoint", "device", "backend", "precision", "box_threshold", "iou_threshold",
+            "max_instances", "short_side", "max_size", "prompt", "publish_annotated", "marker_depth",
+            "image_qos", "max_rate", "autostart"} <= names
+    for p in DETECTOR_PARAMETERS:
+        d = descriptor(p)
+        assert d.description and d.name == p.name
+        if p.range and isinstance(p.default, float):
+            assert d.floating_point_range[0].to_value == p.range[1]
+        elif p.range:
+            assert d.integer_range[0].from_value == p.range[0]
+    assert check_choice("device", "anything") is None
+    assert "backend must be one of" in check_choice("backend", "tflite")
+    assert "| `box_threshold` | `0.1` | yes |" in markdown_table()

@@ -1,0 +1,207 @@
+"""`unipose bag`: rosbag2 in (mcap or sqlite3), keypoints out, no running ROS graph needed.
+
+    unipose bag INPUT_BAG --prompt "person" --output OUT_BAG [--image-topic /camera/image_raw]
+                [--annotate] [--model unipose_swint --checkpoint PATH --device auto]
+
+The output bag holds every topic of the input unchanged plus `/unipose/keypoints`
+(unipose_ros/msg/KeypointInstanceArray, header copied from each image, written at the image's
+bag time) and, with --annotate, `/unipose/image_annotated`. The keypoint messages are built by the
+same code as the live node's, so they are the same bytes for the same frames and model.
+
+Bags are read and written with `rosbags` (pure Python); messages are (de)serialised with rclpy.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HELP = "run the detector on the images of a rosbag2 and write a bag with keypoints added"
+KEYPOINTS_TOPIC = "/unipose/keypoints"
+ANNOTATED_TOPIC = "/unipose/image_annotated"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+
+
+class BagError(ValueError):
+    """A problem with the bag arguments or contents, told to the user in one line."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="rosbag2 directory (mcap or sqlite3)")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="output bag directory")
+    parser.add_argument("--prompt", "-p", required=True, help="prompt, e.g. 'person' or 'cat: nose'")
+    parser.add_argument("--image-topic", help="image topic (default: the bag's only image topic)")
+    parser.add_argument("--annotate", action="store_true", help=f"also write {ANNOTATED_TOPIC}")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default=None,
+                        help="output storage (default: that of the input)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="unipose_swint")
+    model.add_argument("--checkpoint", default="", help="checkpoint (default: ~/.cache/unipose/<model>.pth)")
+    model.add_argument("--text-encoder", default="clip")
+    model.add_argument("--clip-weights", default="")
+    model.add_argument("--device", default="auto")
+    model.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
+    model.add_argument("--box-threshold", type=float, default=0.1)
+    model.add_argument("--iou-threshold", type=float, default=0.9)
+    model.add_argument("--max-instances", type=int, default=0, help="0: all")
+    model.add_argument("--short-side", type=int, default=800)
+    model.add_argument("--max-size", type=int, default=1333)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register `bag` on the `unipose` command line (argparse subparsers)."""
+    parser = subparsers.add_parser("bag", help=HELP, description=HELP)
+    add_arguments(parser)
+    parser.set_defaults(_run=run)
+    return parser
+
+
+def message_typestore():
+    """A rosbags Jazzy typestore that also knows the unipose_ros messages."""
+    from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+    store = get_typestore(Stores.ROS2_JAZZY)
+    types = {}
+    msg_dir = _msg_dir()
+    for path in sorted(msg_dir.glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(), f"unipose_ros/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def _msg_dir() -> Path:
+    """The .msg files: source tree, the pip route's prefix, or a colcon install's share/."""
+    import unipose_ros
+
+    here = Path(unipose_ros.__file__).resolve().parent
+    candidates = [here.parent / "msg", Path(sys.prefix) / "share" / "unipose_ros" / "msg"]
+    candidates += [here.parents[3] / "share" / "unipose_ros" / "msg"] if len(here.parents) > 3 else []
+    candidates += [Path(p) / "share" / "unipose_ros" / "msg"
+                   for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    for candidate in candidates:
+        if (candidate / "KeypointInstanceArray.msg").is_file():
+            return candidate
+    raise BagError("cannot find the unipose_ros .msg files (looked in "
+                   + ", ".join(str(c) for c in candidates) + ")")
+
+
+def _storage_of(bag: Path) -> str:
+    return "mcap" if any(bag.glob("*.mcap")) else "sqlite3"
+
+
+def _pick_image_topic(connections, wanted: str | None) -> str:
+    images = sorted({c.topic for c in connections if c.msgtype in IMAGE_TYPES})
+    if wanted:
+        if wanted not in {c.topic for c in connections}:
+            raise BagError(f"topic {wanted} is not in the bag (image topics: {', '.join(images) or 'none'})")
+        return wanted
+    if len(images) != 1:
+        raise BagError(f"the bag has {len(images)} image topics ({', '.join(images) or 'none'}); "
+                       "choose one with --image-topic")
+    return images[0]
+
+
+def process_bag(args: argparse.Namespace) -> dict:
+    """Run the detector over the bag; returns counts (frames, instances, skipped)."""
+    import shutil
+
+    from rclpy.serialization import deserialize_message, serialize_message
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from sensor_msgs.msg import CompressedImage, Image
+    from tqdm import tqdm
+
+    from unipose_ros.detection_messages import keypoint_array
+    from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
+                                              compressed_to_color, image_to_color)
+    from unipose_ros.model_loader import load_predictor, resolve_prompt
+
+    if not (args.input / "metadata.yaml").is_file():
+        raise BagError(f"{args.input} is not a rosbag2 directory (no metadata.yaml)")
+    if args.output.exists():
+        if not args.overwrite:
+            raise BagError(f"{args.output} exists; use --overwrite to replace it")
+        shutil.rmtree(args.output)
+    storage = args.storage or _storage_of(args.input)
+
+    predictor = load_predictor({
+        "backend": "torch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
+        "precision": args.precision, "text_encoder": args.text_encoder, "clip_weights": args.clip_weights,
+        "box_threshold": args.box_threshold, "iou_threshold": args.iou_threshold,
+        "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances})
+    prompt = resolve_prompt(predictor, args.prompt)
+    model_name = f"{args.model} ({args.checkpoint or 'default checkpoint'})"
+    store = message_typestore()
+    counts = {"frames": 0, "instances": 0, "skipped": 0}
+
+    with Reader(args.input) as reader:
+        topic = _pick_image_topic(reader.connections, args.image_topic)
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        with Writer(args.output, version=9, storage_plugin=plugin) as writer:
+            copied = {}
+            for conn in reader.connections:
+                copied[conn.id] = writer.add_connection(
+                    conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                    serialization_format=conn.ext.serialization_format,
+                    offered_qos_profiles=conn.ext.offered_qos_profiles)
+            keypoints_conn = writer.add_connection(KEYPOINTS_TOPIC, "unipose_ros/msg/KeypointInstanceArray",
+                                                   typestore=store)
+            annotated_conn = (writer.add_connection(ANNOTATED_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+                              if args.annotate else None)
+            total = sum(c.msgcount for c in reader.connections)
+            for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
+                                             disable=args.no_progress, desc="unipose bag"):
+                writer.write(copied[conn.id], timestamp, raw)
+                if conn.topic != topic:
+                    continue
+                msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
+                msg = deserialize_message(bytes(raw), msg_type)
+                try:
+                    image, order = (compressed_to_color(msg) if msg_type is CompressedImage
+                                    else image_to_color(msg))
+                except ImageConversionError as exc:
+                    counts["skipped"] += 1
+                    print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
+                    continue
+                started = time.perf_counter()
+                instances = predictor.predict(image, prompt.text, color=order)
+                model_time = time.perf_counter() - started
+                height, width = image.shape[:2]
+                out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time)
+                writer.write(keypoints_conn, timestamp, serialize_message(out))
+                if annotated_conn is not None:
+                    import numpy as np
+
+                    from unipose_model.visualize import draw_instances
+
+                    canvas = draw_instances(np.array(image, order="C"), instances, color=order, copy=False)
+                    writer.write(annotated_conn, timestamp,
+                                 serialize_message(array_to_image(canvas, f"{order}8", msg.header)))
+                counts["frames"] += 1
+                counts["instances"] += len(instances)
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    counts = process_bag(args)
+    print(f"unipose bag: {counts['frames']} frames, {counts['instances']} instances, "
+          f"{counts['skipped']} skipped -> {args.output}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="unipose bag", description=HELP)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except BagError as exc:
+        print(f"unipose bag: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

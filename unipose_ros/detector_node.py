@@ -1,0 +1,443 @@
+"""The `unipose` detector node: camera images + prompts in; keypoints, markers, overlays out.
+
+A managed (lifecycle) node:
+  configure   loads the model, creates publishers and the prompt subscriptions, sets the prompt
+  activate    subscribes to the images and starts the inference worker
+  deactivate  unsubscribes and stops the worker; the model stays loaded
+  cleanup     frees the model
+With `autostart` (the default) it configures and activates itself, so `ros2 run` just works.
+
+Processing never builds a backlog: the image callback only drops the message into a one-frame
+slot; one worker thread takes the newest frame, converts it, runs the model and publishes. Frames
+that arrive meanwhile replace the waiting one and are counted as dropped.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import traceback
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from rcl_interfaces.msg import SetParametersResult
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
+from unipose_ros.frame_slot import LatestFrameSlot
+from unipose_ros.model_loader import load_predictor, resolve_prompt
+from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
+                                          compressed_to_color, image_to_color)
+from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
+from unipose_ros.parameters import DETECTOR_PARAMETERS, check_choice, descriptor
+from unipose_ros.stats import ProblemThrottle, RateLimiter, WindowStats
+
+NODE_NAME = "unipose"
+REJECTED_PREFIX = "error: "  # ~/active_prompt: a rejection starts with this, a prompt never does
+
+
+def image_qos(kind: str, depth: int) -> QoSProfile:
+    if kind == "sensor_data":
+        qos = QoSProfile(**{k: getattr(qos_profile_sensor_data, k)
+                            for k in ("history", "reliability", "durability")}, depth=depth)
+        return qos
+    reliability = ReliabilityPolicy.RELIABLE if kind == "reliable" else ReliabilityPolicy.BEST_EFFORT
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+class DetectorNode(LifecycleNode):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        for param in DETECTOR_PARAMETERS:
+            self.declare_parameter(param.name, param.default, descriptor(param))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.predictor = None
+        self.prompt: ActivePrompt | None = None  # replaced whole: a frame sees one prompt
+        self._prompt_lock = threading.Lock()
+        self._slot = LatestFrameSlot()
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._camera_info: CameraInfo | None = None
+        self._limiter = RateLimiter()
+        self._throttle = ProblemThrottle(period_s=5.0)
+        self._input = WindowStats()
+        self._processed = WindowStats()      # value: stamp -> publish latency, s
+        self._model_time = WindowStats()
+        self._bad_frames = 0
+        self._last_error = ""
+        self._last_error_time = -1e9
+        self._syncing_prompt = False
+        self._load_error = ""
+        self._image_sub = None
+        self._info_sub = None
+        self._pubs: dict = {}
+        self._prompt_subs: list = []
+        self._diag_timer = None
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._control_group = MutuallyExclusiveCallbackGroup()
+
+    # ------------------------------------------------------------------ parameters
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def _params(self) -> dict:
+        return {p.name: self._param(p.name) for p in DETECTOR_PARAMETERS}
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            reason = check_choice(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        predictor = self.predictor
+        for param in params:
+            if param.name == "prompt" and predictor is not None and not self._syncing_prompt:
+                ok, reason = self._apply_prompt(param.value, source="parameter")
+                if not ok:
+                    return SetParametersResult(successful=False, reason=reason)
+        if predictor is not None:
+            for param in params:
+                self._apply_runtime(predictor, param.name, param.value)
+        if any(p.name == "max_rate" for p in params):
+            self._limiter.max_rate = float(next(p.value for p in params if p.name == "max_rate"))
+        return SetParametersResult(successful=True)
+
+    @staticmethod
+    def _apply_runtime(predictor, name: str, value) -> None:
+        if name in ("box_threshold", "iou_threshold"):
+            setattr(predictor, name, float(value))
+        elif name == "max_instances":
+            predictor.max_instances = int(value) or None
+        elif name == "short_side":
+            predictor.short_side = int(value)
+        elif name == "max_size":
+            predictor.max_size = int(value) or None
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        params = self._params()
+        for name in ("backend", "precision", "image_qos"):
+            reason = check_choice(name, params[name])
+            if reason:
+                self.get_logger().error(reason)
+                return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"loading model {params['model']} (checkpoint "
+                               f"{params['checkpoint'] or 'default'}, device {params['device']})")
+        try:
+            self.predictor = load_predictor(params)
+        except Exception as exc:  # noqa: BLE001 - any load problem fails the transition with its reason
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"cannot load the model: {self._load_error}")
+            return TransitionCallbackReturn.FAILURE
+        self._load_error = ""
+        self._limiter.max_rate = float(params["max_rate"])
+
+        reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self._pubs = {
+            "keypoints": self.create_publisher(KeypointInstanceArray, "~/keypoints", reliable10),
+            "markers": self.create_publisher(MarkerArray, "~/markers", reliable10),
+            "annotated": self.create_publisher(Image, "~/image_annotated",
+                                               QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
+            "active_prompt": self.create_publisher(String, "~/active_prompt", LATCHED),
+            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", reliable10),
+        }
+        ok, reason = self._apply_prompt(params["prompt"], source="parameter")
+        if not ok:
+            self.get_logger().error(f"initial prompt rejected: {reason}")
+            self._destroy_outputs()
+            self.predictor = None
+            return TransitionCallbackReturn.FAILURE
+        self._prompt_subs = [
+            self.create_subscription(String, "~/prompt", self._on_prompt, 10,
+                                     callback_group=self._control_group),
+            self.create_subscription(VisualPrompt, "~/visual_prompt", self._on_visual_prompt, 1,
+                                     callback_group=self._control_group),
+        ]
+        self._diag_timer = self.create_timer(float(params["diagnostics_period"]),
+                                             self._publish_diagnostics,
+                                             callback_group=self._control_group)
+        self.get_logger().info(f"configured: {self._model_name()} on {self.predictor.device}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        qos = image_qos(self._param("image_qos"), int(self._param("image_qos_depth")))
+        if self._param("use_compressed"):
+            self._image_sub = self.create_subscription(
+                CompressedImage, "image/compressed", self._on_compressed, qos,
+                callback_group=self._image_group)
+        else:
+            self._image_sub = self.create_subscription(
+                Image, "image", self._on_image, qos, callback_group=self._image_group)
+        self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                                  qos_profile_sensor_data,
+                                                  callback_group=self._image_group)
+        self._stop.clear()
+        self._slot.reopen()
+        self._worker = threading.Thread(target=self._work, name="unipose-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: listening on {self._image_sub.topic_name}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._destroy_outputs()
+        self._free_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._destroy_outputs()
+        self._free_model()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_processing(self) -> None:
+        for sub in (self._image_sub, self._info_sub):
+            if sub is not None:
+                self.destroy_subscription(sub)
+        self._image_sub = self._info_sub = None
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=30.0)
+        self._worker = None
+        self._slot.clear()
+
+    def _destroy_outputs(self) -> None:
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for sub in self._prompt_subs:
+            self.destroy_subscription(sub)
+        self._prompt_subs = []
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+
+    def _free_model(self) -> None:
+        self.predictor = None
+        self.prompt = None
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    # ------------------------------------------------------------------ prompts
+    def _apply_prompt(self, text: str, source: str) -> tuple[bool, str]:
+        """Make `text` the prompt from the next frame on, or keep the current one and say why."""
+        with self._prompt_lock:
+            try:
+                new = resolve_prompt(self.predictor, text)
+            except Exception as exc:  # noqa: BLE001 - any parse/encode problem is a rejection
+                current = self.prompt.text if self.prompt else "none"
+                reason = f"rejected prompt {text!r} from {source}: {exc} (still in force: {current})"
+                self.get_logger().error(reason)
+                self._publish_active(REJECTED_PREFIX + reason)
+                return False, reason
+            self.prompt = new
+        self.get_logger().info(f"prompt in force: {new.text}")
+        self._publish_active(new.text)
+        return True, ""
+
+    def _publish_active(self, text: str) -> None:
+        pub = self._pubs.get("active_prompt")
+        if pub is not None:
+            pub.publish(String(data=text))
+
+    def _on_prompt(self, msg: String) -> None:
+        ok, _ = self._apply_prompt(msg.data, source="topic")
+        if ok:
+            # keep the parameter in step with the topic, without parsing twice
+            self._syncing_prompt = True
+            try:
+                self.set_parameters([Parameter("prompt", value=self.prompt.text)])
+            finally:
+                self._syncing_prompt = False
+
+    def _on_visual_prompt(self, msg: VisualPrompt) -> None:
+        n = len(msg.keypoint_names)
+        problem = ""
+        if n == 0:
+            problem = "no keypoint names"
+        elif len(msg.keypoints) != 3 * n:
+            problem = f"{len(msg.keypoints)} keypoint values for {n} names (need 3 per keypoint)"
+        elif msg.image.width == 0 or msg.image.height == 0:
+            problem = "empty support image"
+        elif not hasattr(self.predictor, "set_visual_prompt"):
+            problem = "visual prompts are not supported by this model version yet"
+        if problem:
+            current = self.prompt.text if self.prompt else "none"
+            reason = f"rejected visual prompt '{msg.class_name}': {problem} (still in force: {current})"
+            self.get_logger().error(reason)
+            self._publish_active(REJECTED_PREFIX + reason)
+            return
+        self.predictor.set_visual_prompt(msg)  # pragma: no cover - arrives with the visual-prompt work
+
+    # ------------------------------------------------------------------ input
+    def _on_image(self, msg: Image) -> None:
+        self._input.add()
+        self._slot.put((msg, time.monotonic()))
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        self._input.add()
+        self._slot.put((msg, time.monotonic()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            wait = self._limiter.wait_time()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            frame = self._slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            self._limiter.mark()
+            try:
+                self._process(*frame)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any bad frame
+                self._report(f"processing failed: {type(exc).__name__}: {exc}")
+                self.get_logger().debug(traceback.format_exc())
+
+    def _report(self, problem: str) -> None:
+        self._bad_frames += 1
+        self._last_error = problem
+        self._last_error_time = time.monotonic()
+        if self._throttle.should_report(problem):
+            self.get_logger().error(problem)
+
+    def _process(self, msg, received: float) -> None:
+        try:
+            if isinstance(msg, CompressedImage):
+                image, order = compressed_to_color(msg)
+            else:
+                image, order = image_to_color(msg)
+        except ImageConversionError as exc:
+            self._report(f"skipped frame {msg.header.frame_id}@{msg.header.stamp.sec}."
+                         f"{msg.header.stamp.nanosec:09d}: {exc}")
+            return
+        prompt, predictor = self.prompt, self.predictor  # one prompt for the whole frame
+        if prompt is None or predictor is None:
+            return
+        t0 = time.perf_counter()
+        instances = predictor.predict(image, prompt.text, color=order)
+        model_time = time.perf_counter() - t0
+        self._model_time.add(model_time)
+        height, width = image.shape[:2]
+
+        pubs = self._pubs
+        pubs["keypoints"].publish(keypoint_array(instances, msg.header, (width, height), prompt,
+                                                 self._model_name(), model_time))
+        if self._param("publish_markers") and pubs["markers"].get_subscription_count() > 0:
+            projector = PixelProjector.from_camera_info(
+                self._camera_info, self._param("marker_depth"), self._param("marker_scale"))
+            pubs["markers"].publish(marker_array(
+                instances, msg.header, projector, (width, height),
+                lifetime_s=self._param("marker_lifetime"), frame_id=self._param("marker_frame_id")))
+        if self._param("publish_annotated") and pubs["annotated"].get_subscription_count() > 0:
+            from unipose_model.visualize import draw_instances
+
+            canvas = draw_instances(np.array(image, order="C"), instances, color=order, copy=False)
+            pubs["annotated"].publish(array_to_image(canvas, f"{order}8", msg.header))
+        self._processed.add(self._latency(msg.header.stamp, received))
+
+    def _latency(self, stamp, received: float) -> float:
+        """Stamp -> publish when the stamp is on this node's clock, else receive -> publish."""
+        if stamp.sec or stamp.nanosec:
+            now_ns = self.get_clock().now().nanoseconds
+            latency = (now_ns - (stamp.sec * 1_000_000_000 + stamp.nanosec)) * 1e-9
+            if 0.0 <= latency < 3600.0:
+                return latency
+        return time.monotonic() - received
+
+    # ------------------------------------------------------------------ diagnostics
+    def _model_name(self) -> str:
+        checkpoint = self._param("checkpoint") or "default checkpoint"
+        return f"{self._param('model')} ({checkpoint})"
+
+    def _publish_diagnostics(self) -> None:
+        pub = self._pubs.get("diagnostics")
+        if pub is None:
+            return
+        inp, done, model = self._input.snapshot(), self._processed.snapshot(), self._model_time.snapshot()
+        active = self._worker is not None
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: keypoint detector",
+                                  hardware_id=str(getattr(self.predictor, "device", "")))
+        if self._load_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._load_error
+        elif not active:
+            status.level, status.message = DiagnosticStatus.OK, "inactive"
+        elif time.monotonic() - self._last_error_time < 5.0:
+            status.level, status.message = DiagnosticStatus.WARN, self._last_error
+        elif inp["count"] == 0:
+            status.level, status.message = DiagnosticStatus.OK, "waiting for images"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "processing"
+        values = {
+            "input_rate_hz": f"{inp['rate']:.2f}",
+            "processed_rate_hz": f"{done['rate']:.2f}",
+            "frames_received": str(self._slot.received),
+            "frames_processed": str(self._processed.total),
+            "frames_dropped": str(self._slot.dropped),
+            "frames_rejected": str(self._bad_frames),
+            "latency_mean_ms": f"{done['mean'] * 1e3:.1f}",
+            "latency_max_ms": f"{done['max'] * 1e3:.1f}",
+            "model_time_ms": f"{model['mean'] * 1e3:.1f}",
+            "active_prompt": self.prompt.text if self.prompt else "",
+            "model": self._model_name(),
+            "device": str(getattr(self.predictor, "device", "")),
+            "backend": str(self._param("backend")),
+            "precision": str(self._param("precision")),
+            "last_error": self._last_error,
+        }
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        out = DiagnosticArray(status=[status])
+        out.header.stamp = self.get_clock().now().to_msg()
+        pub.publish(out)
+
+
+def main(argv=None) -> int:
+    rclpy.init(args=argv)
+    node = DetectorNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_processing()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,115 @@
+"""The detector's parameters: one table for declarations, validation and the docs.
+
+`runtime` parameters take effect while the node runs; the others are read at `configure`
+(a lifecycle cleanup + configure applies a change, e.g. another model or device).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    runtime: bool = False
+    range: tuple[float, float] | None = None  # inclusive; int or float bounds by the default's type
+    choices: tuple[str, ...] | None = None
+
+
+DETECTOR_PARAMETERS: tuple[Param, ...] = (
+    # model
+    Param("model", "unipose_swint", "Model configuration: unipose_swint (official weights), "
+          "unipose_r50, unipose_tiny (small test model)."),
+    Param("checkpoint", "", "Checkpoint file (official .pth). Empty: ~/.cache/unipose/<model>.pth; "
+          "'reference': deterministic random weights for testing."),
+    Param("text_encoder", "clip", "Prompt text encoder: 'clip' (CLIP ViT-B/32), 'hash' (testing, "
+          "no weights), or a precomputed feature file."),
+    Param("clip_weights", "", "CLIP weights file or directory for offline machines (empty: the "
+          "open_clip cache)."),
+    Param("device", "auto", "Inference device: auto (CUDA when available), cpu, cuda, cuda:N."),
+    Param("backend", "torch", "Inference backend. torch now; onnxruntime and tensorrt arrive with "
+          "the deployment work.", choices=("torch", "onnxruntime", "tensorrt")),
+    Param("precision", "float32", "Numeric precision: float32, or float16 / bfloat16 (CUDA only).",
+          choices=("float32", "float16", "bfloat16")),
+    # detection
+    Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye' "
+          "or the JSON form. Topic ~/prompt changes it at run time.", runtime=True),
+    Param("box_threshold", 0.1, "Minimum detection score.", runtime=True, range=(0.0, 1.0)),
+    Param("iou_threshold", 0.9, "Non-maximum suppression IoU threshold (1: no suppression).",
+          runtime=True, range=(0.0, 1.0)),
+    Param("max_instances", 0, "Keep at most this many detections per image, best first (0: all).",
+          runtime=True, range=(0, 1000)),
+    Param("short_side", 800, "Input resize: short side in pixels.", runtime=True, range=(32, 4096)),
+    Param("max_size", 1333, "Input resize: long side limit in pixels (0: none).", runtime=True,
+          range=(0, 8192)),
+    Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
+          "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
+    # input
+    Param("use_compressed", False, "Subscribe to image/compressed (sensor_msgs/CompressedImage, "
+          "jpeg/png) instead of image (sensor_msgs/Image)."),
+    Param("image_qos", "sensor_data", "QoS of the image subscription: sensor_data (best effort), "
+          "reliable, or best_effort.", choices=("sensor_data", "reliable", "best_effort")),
+    Param("image_qos_depth", 1, "History depth of the image subscription.", range=(1, 100)),
+    # output
+    Param("publish_annotated", True, "Publish ~/image_annotated (drawn only while it has "
+          "subscribers).", runtime=True),
+    Param("publish_markers", True, "Publish ~/markers (built only while it has subscribers).",
+          runtime=True),
+    Param("marker_depth", 2.0, "With camera_info: distance in metres along the viewing rays at "
+          "which markers are placed.", runtime=True, range=(0.01, 1000.0)),
+    Param("marker_scale", 0.002, "Without camera_info: metres per pixel of the image-plane "
+          "markers.", runtime=True, range=(1e-6, 10.0)),
+    Param("marker_lifetime", 0.5, "Marker lifetime in seconds, so stale markers vanish.",
+          runtime=True, range=(0.0, 60.0)),
+    Param("marker_frame_id", "", "Frame of the markers (empty: the image's frame_id).", runtime=True),
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.1, 60.0)),
+    Param("autostart", True, "Configure and activate at start-up (plain `ros2 run`). False: wait "
+          "for lifecycle transitions."),
+)
+
+BY_NAME = {p.name: p for p in DETECTOR_PARAMETERS}
+
+
+def descriptor(param: Param):
+    """An rcl_interfaces ParameterDescriptor with description and range."""
+    from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                    ParameterType)
+
+    kinds = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+             float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+    text = param.description
+    if param.choices:
+        text += f" One of: {', '.join(param.choices)}."
+    if not param.runtime:
+        text += " (Read at configure.)"
+    d = ParameterDescriptor(name=param.name, type=kinds[type(param.default)], description=text)
+    if param.range is not None:
+        if isinstance(param.default, float):
+            d.floating_point_range = [FloatingPointRange(
+                from_value=float(param.range[0]), to_value=float(param.range[1]), step=0.0)]
+        else:
+            d.integer_range = [IntegerRange(
+                from_value=int(param.range[0]), to_value=int(param.range[1]), step=1)]
+    return d
+
+
+def check_choice(name: str, value) -> str | None:
+    """A reason when `value` is not among the parameter's choices, else None."""
+    param = BY_NAME.get(name)
+    if param and param.choices and value not in param.choices:
+        return f"{name} must be one of {', '.join(param.choices)}, got '{value}'"
+    return None
+
+
+def markdown_table() -> str:
+    """The parameter reference for docs/ROS.md."""
+    rows = ["| parameter | default | run time | description |", "| --- | --- | --- | --- |"]
+    for p in DETECTOR_PARAMETERS:
+        rng = f" Range {p.range[0]}..{p.range[1]}." if p.range else ""
+        choices = f" One of: {', '.join(p.choices)}." if p.choices else ""
+        rows.append(f"| `{p.name}` | `{p.default!r}` | {'yes' if p.runtime else 'configure'} | "
+                    f"{p.description}{choices}{rng} |")
+    return "\n".join(rows)
