@@ -28,6 +28,7 @@ setup(
         "pycocotools>=2.0.7,<2.1",
         "h5py>=3.8,<4",
         "pyyaml>=6,<7",
+        "tensorboard>=2.14,<3",
     ],
     extras_require={"test": ["pytest>=8,<10"]},
     entry_points={
@@ -35,6 +36,7 @@ setup(
             "unipose = unipose_model.cli:main",
             "unipose-data = training.unikpt.cli:main",
             "unipose-eval = training.evaluation.cli:main",
+            "unipose-train = training.train_cli:main",
             "unipose-detector = unipose_ros.detector_node:main",
             "unipose-image-source = unipose_ros.image_source:main",
             "unipose-bag = unipose_ros.bag:main",

@@ -1,0 +1,134 @@
+"""Augmentation: flip with left/right swapping, resize rule, crop; prompts; sampler determinism."""
+import numpy as np
+
+from training.augment import AugmentConfig, Augmenter, crop, hflip, infer_flip_pairs, resize, swap_left_right
+from training.dataset import BalancedSampler
+from training.prompts import PromptBuilder, PromptConfig, instance_text, keypoint_text
+
+
+def _ann():
+    # one object, 3 keypoints: nose (unpaired), left eye, right eye (a flip pair)
+    return {"boxes": np.array([[10.0, 20.0, 50.0, 60.0]]),
+            "keypoints": np.array([[[30.0, 40.0, 2], [20.0, 30.0, 2], [40.0, 30.0, 1]]]),
+            "class_names": ["left hand"], "keypoint_names": ["nose", "left eye", "right eye"],
+            "flip_pairs": [(1, 2)]}
+
+
+def test_swap_left_right_words():
+    assert swap_left_right("left eye") == "right eye"
+    assert swap_left_right("right eye") == "left eye"
+    assert swap_left_right("Left front paw of the right-most dog") == "Right front paw of the left-most dog"
+    assert swap_left_right("upright leftover") == "upright leftover"   # whole words only
+
+
+def test_infer_flip_pairs_from_names():
+    assert infer_flip_pairs(["nose", "left eye", "right eye"]) == [(1, 2)]
+    assert infer_flip_pairs(["head", "wingL", "wingR", "forelegL4", "forelegR4", "eyeL", "eyeR"]) == \
+        [(1, 2), (3, 4), (5, 6)]
+    assert infer_flip_pairs(["l_ankle", "r_ankle", "tail"]) == [(0, 1)]
+
+
+def test_hflip_swaps_pair_coordinates_and_mirrors():
+    img = np.zeros((100, 80, 3), np.uint8)
+    img[:, :10] = 255
+    out_img, ann = hflip(img, _ann())
+    assert out_img[:, -10:].min() == 255 and out_img[:, :10].max() == 0
+    assert ann["boxes"].tolist() == [[30.0, 20.0, 70.0, 60.0]]
+    k = ann["keypoints"][0]
+    assert k[0].tolist() == [50.0, 40.0, 2]          # nose mirrored
+    # "left eye" (index 1) now holds the mirrored former right eye, and keeps its name
+    assert k[1].tolist() == [40.0, 30.0, 1] and k[2].tolist() == [60.0, 30.0, 2]
+    assert ann["keypoint_names"] == ["nose", "left eye", "right eye"]
+    assert ann["class_names"] == ["right hand"]      # class names swap their side word
+    # flipping twice restores everything
+    back_img, back = hflip(out_img, ann)
+    assert np.array_equal(back_img, img) and np.allclose(back["keypoints"], _ann()["keypoints"])
+
+
+def test_hflip_renames_unpaired_left_right_keypoints():
+    ann = _ann()
+    ann["keypoints"] = ann["keypoints"][:, :2]
+    ann["keypoint_names"] = ["nose", "left eye"]      # a prompt with the left eye alone
+    ann["flip_pairs"] = []
+    _, out = hflip(np.zeros((100, 80, 3), np.uint8), ann)
+    assert out["keypoint_names"] == ["nose", "right eye"]
+    assert out["keypoints"][0, 1].tolist() == [60.0, 30.0, 2]   # same point, mirrored, renamed
+
+
+def test_unlabelled_keypoints_stay_at_zero_under_flip():
+    ann = _ann()
+    ann["keypoints"][0, 0] = [0, 0, 0]
+    _, out = hflip(np.zeros((100, 80, 3), np.uint8), ann)
+    assert out["keypoints"][0, 0].tolist() == [0, 0, 0]
+
+
+def test_resize_short_side_and_max_size():
+    img = np.zeros((100, 200, 3), np.uint8)
+    out, ann = resize(img, _ann(), 50, 1333)
+    assert out.shape[:2] == (50, 100)
+    assert ann["boxes"].tolist() == [[5.0, 10.0, 25.0, 30.0]]
+    assert ann["keypoints"][0, 1, :2].tolist() == [10.0, 15.0]
+    out, _ = resize(np.zeros((100, 400, 3), np.uint8), _ann(), 800, 1333)
+    assert out.shape[:2] == (333, 1332)               # long side capped (DETR rule truncates)
+
+
+def test_crop_clips_boxes_and_drops_outside_keypoints():
+    img = np.arange(100 * 80 * 3, dtype=np.uint8).reshape(100, 80, 3)
+    out, ann = crop(img, _ann(), top=25, left=25, height=50, width=50)
+    assert out.shape == (50, 50, 3) and np.array_equal(out, img[25:75, 25:75])
+    assert ann["boxes"].tolist() == [[0.0, 0.0, 25.0, 35.0]]
+    k = ann["keypoints"][0]
+    assert k[0].tolist() == [5.0, 15.0, 2]
+    assert k[1].tolist() == [0.0, 0.0, 0.0]            # (20, 30) is left of the crop
+    _, empty = crop(img, _ann(), top=70, left=60, height=30, width=20)
+    assert len(empty["boxes"]) == 0 and empty["keypoints"].shape[0] == 0
+
+
+def test_random_augmenter_is_reproducible_and_bounded():
+    cfg = AugmentConfig(scales=[64, 96], max_size=128, crop_resize_scales=[80], crop_min=40, crop_max=60)
+    aug = Augmenter(cfg)
+    img = np.random.default_rng(0).integers(0, 255, (100, 80, 3), dtype=np.uint8)
+    shapes = set()
+    for seed in range(20):
+        a_img, a = aug(img, _ann(), np.random.default_rng(seed))
+        b_img, b = aug(img, _ann(), np.random.default_rng(seed))
+        assert np.array_equal(a_img, b_img) and np.array_equal(a["keypoints"], b["keypoints"])
+        assert min(a_img.shape[:2]) in (64, 96) and max(a_img.shape[:2]) <= 128
+        shapes.add(a_img.shape)
+    assert len(shapes) > 1
+
+
+def test_prompt_templates_and_dropout():
+    assert instance_text("person", None) == "a photo of person"
+    assert instance_text("Swivel_Chair", "sketch") == "a sketch photo of swivel chair"
+    assert keypoint_text("left eye") == "a photo of left eye"
+    assert keypoint_text("left eye", "oil painting", "cat", "head") == "a oil painting photo of cat's head's left eye"
+    fixed = PromptBuilder(PromptConfig(fixed=True), negative_pool=["dog", "cat"])
+    texts, names = fixed.instance_prompts(["person"], "sketch", np.random.default_rng(0))
+    assert texts == ["a photo of person"] and names == ["person"]
+    b = PromptBuilder(PromptConfig(num_negatives=2), negative_pool=["dog", "cat", "person", "horse"])
+    texts, names = b.instance_prompts(["person"], "sketch", np.random.default_rng(1))
+    assert len(names) == 3 and names.count("person") == 1
+    seen = set()
+    for seed in range(30):
+        seen.update(b.keypoint_prompts(["left eye"], "cat", "sketch", np.random.default_rng(seed)))
+    assert seen == {"a photo of left eye", "a sketch photo of left eye", "a photo of cat's left eye",
+                    "a sketch photo of cat's left eye"}
+    every = set(b.all_texts([("cat", ["left eye"], None, ["sketch"])]))
+    assert seen <= every and "a photo of right eye" in every   # flipped names are enumerated too
+
+
+def test_sampler_shards_equal_the_global_batch_and_resume():
+    one = BalancedSampler([5, 3], batch_size=4, weights=[1, 1], samples_per_epoch=16, seed=3)
+    r0 = BalancedSampler([5, 3], batch_size=2, weights=[1, 1], samples_per_epoch=16, seed=3, rank=0, world_size=2)
+    r1 = BalancedSampler([5, 3], batch_size=2, weights=[1, 1], samples_per_epoch=16, seed=3, rank=1, world_size=2)
+    full, a, b = list(one), list(r0), list(r1)
+    assert len(full) == 16
+    for i in range(4):
+        assert full[4 * i:4 * i + 4] == a[2 * i:2 * i + 2] + b[2 * i:2 * i + 2]
+    one.set_state(0, 2)
+    assert list(one) == full[8:]
+    one.set_state(1, 0)
+    assert list(one) != full                         # a new epoch, a new order
+    # balanced: both sources drawn although one is smaller
+    assert {i >= 5 for i, _ in full} == {True, False}

@@ -1,0 +1,163 @@
+"""The paper's training augmentation on numpy images and pixel annotations.
+
+DETR / ED-Pose recipe: horizontal flip (p=0.5), then either a random resize of the short side
+to one of `scales` (long side <= max_size), or a resize to one of `crop_resize_scales`, a random
+crop of [crop_min, crop_max] pixels and the random resize again.
+
+Annotations are a dict of numpy arrays in pixels of the current image:
+    boxes (M, 4) xyxy, keypoints (M, K, 3) x, y, v (v > 0 labelled), class_names [M],
+    keypoint_names [K], flip_pairs [(i, j), ...]
+Every function returns new arrays (the caller's annotation is never modified).
+
+Left/right under a flip: keypoints of a flip pair swap their coordinates (index i keeps its
+name, e.g. "left eye", and gets the point that is now the object's left eye). A name with a
+left/right word whose partner is not in the list (a prompt that asks for "left eye" alone), and
+class names such as "left hand", swap the word instead: "left eye" -> "right eye".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from unipose_model.preprocess import compute_resize
+
+Annotation = Dict[str, object]
+
+_LR = re.compile(r"\b(left|right|Left|Right|LEFT|RIGHT)\b")
+_LR_SWAP = {"left": "right", "right": "left", "Left": "Right", "Right": "Left", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+# Name pairs with L/R markers that are not separate words ("wingL"/"wingR", "forelegL4", "l_ankle").
+_LR_MARK = re.compile(r"(?<![A-Za-z])([lLrR])(?=[_\s\-]|$)|(?<=[a-z])([LR])(?=\d*$)")
+
+
+def swap_left_right(text: str) -> str:
+    """Swap the words left and right (keeping case): "left eye" <-> "right eye"."""
+    return _LR.sub(lambda m: _LR_SWAP[m.group(0)], text)
+
+
+def _lr_key(name: str) -> Tuple[str, str] | None:
+    """(side, name with its side marker blanked) or None when `name` has no side."""
+    m = _LR.search(name)
+    if m:
+        return m.group(0).lower(), name[:m.start()] + "#" + name[m.end():]
+    m = _LR_MARK.search(name)
+    if m:
+        side = (m.group(1) or m.group(2)).lower()
+        return ("left" if side == "l" else "right"), name[:m.start()] + "#" + name[m.end():]
+    return None
+
+
+def infer_flip_pairs(names: Sequence[str]) -> List[Tuple[int, int]]:
+    """Flip pairs from names that differ only by a left/right marker ("left eye"/"right eye",
+    "wingL"/"wingR", "l_ankle"/"r_ankle"); for annotation files that give none."""
+    lefts, rights = {}, {}
+    for i, n in enumerate(names):
+        key = _lr_key(n)
+        if key:
+            (lefts if key[0] == "left" else rights)[key[1]] = i
+    return sorted((lefts[k], rights[k]) for k in lefts if k in rights)
+
+
+def _copy(ann: Annotation) -> Annotation:
+    out = dict(ann)
+    out["boxes"] = np.array(ann["boxes"], dtype=np.float64).reshape(-1, 4)
+    out["keypoints"] = np.array(ann["keypoints"], dtype=np.float64).reshape(len(out["boxes"]), -1, 3)
+    out["class_names"] = list(ann.get("class_names", [""] * len(out["boxes"])))
+    out["keypoint_names"] = list(ann.get("keypoint_names", []))
+    out["flip_pairs"] = [tuple(p) for p in ann.get("flip_pairs", [])]
+    return out
+
+
+def hflip(image: np.ndarray, ann: Annotation) -> Tuple[np.ndarray, Annotation]:
+    """Mirror the image; x -> W - x (continuous pixel coordinates, as DETR's boxes)."""
+    out = _copy(ann)
+    W = image.shape[1]
+    boxes = out["boxes"]
+    out["boxes"] = np.stack((W - boxes[:, 2], boxes[:, 1], W - boxes[:, 0], boxes[:, 3]), -1)
+    kpts = out["keypoints"].copy()
+    kpts[..., 0] = np.where(kpts[..., 2] > 0, W - kpts[..., 0], kpts[..., 0])
+    paired = set()
+    for i, j in out["flip_pairs"]:
+        kpts[:, [i, j]] = kpts[:, [j, i]]
+        paired.update((i, j))
+    out["keypoints"] = kpts
+    out["keypoint_names"] = [n if k in paired else swap_left_right(n) for k, n in enumerate(out["keypoint_names"])]
+    out["class_names"] = [swap_left_right(n) for n in out["class_names"]]
+    return np.ascontiguousarray(image[:, ::-1]), out
+
+
+def resize(image: np.ndarray, ann: Annotation, short: int, max_size: int | None) -> Tuple[np.ndarray, Annotation]:
+    """DETR resize rule (the model's own preprocessing rule): short side -> `short`, long <= max_size."""
+    h, w = image.shape[:2]
+    nh, nw = compute_resize(w, h, short, max_size)
+    out = _copy(ann)
+    if (nh, nw) == (h, w):
+        return image, out
+    sx, sy = nw / w, nh / h
+    out["boxes"] = out["boxes"] * np.array([sx, sy, sx, sy])
+    out["keypoints"][..., 0] *= sx
+    out["keypoints"][..., 1] *= sy
+    interp = cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR
+    return cv2.resize(image, (nw, nh), interpolation=interp), out
+
+
+def crop(image: np.ndarray, ann: Annotation, top: int, left: int, height: int, width: int
+         ) -> Tuple[np.ndarray, Annotation]:
+    """Cut a window; boxes are clipped, empty boxes dropped, keypoints outside become unlabelled."""
+    out = _copy(ann)
+    shift = np.array([left, top, left, top], dtype=np.float64)
+    boxes = out["boxes"] - shift
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    kpts = out["keypoints"].copy()
+    kpts[..., 0] -= left
+    kpts[..., 1] -= top
+    inside = (kpts[..., 0] >= 0) & (kpts[..., 0] < width) & (kpts[..., 1] >= 0) & (kpts[..., 1] < height)
+    kpts[~inside] = 0.0  # unlabelled: v = 0 and no coordinates
+    out["boxes"], out["keypoints"] = boxes[keep], kpts[keep]
+    out["class_names"] = [n for n, k in zip(out["class_names"], keep) if k]
+    for key in ("areas", "category_ids", "set_match"):
+        if key in out:
+            out[key] = np.asarray(out[key])[keep]
+    return image[top:top + height, left:left + width], out
+
+
+@dataclass
+class AugmentConfig:
+    scales: List[int] = field(default_factory=lambda: list(range(480, 801, 32)))
+    max_size: int = 1333
+    flip_prob: float = 0.5
+    crop_prob: float = 0.5
+    crop_resize_scales: List[int] = field(default_factory=lambda: [400, 500, 600])
+    crop_min: int = 384
+    crop_max: int = 600
+    eval_size: int = 800     # evaluation: fixed short side
+
+
+class Augmenter:
+    """Random training transform; all randomness from the `rng` passed per sample (resumable)."""
+
+    def __init__(self, cfg: AugmentConfig | None = None, train: bool = True):
+        self.cfg = cfg or AugmentConfig()
+        self.train = train
+
+    def __call__(self, image: np.ndarray, ann: Annotation, rng: np.random.Generator
+                 ) -> Tuple[np.ndarray, Annotation]:
+        c = self.cfg
+        if not self.train:
+            return resize(image, ann, c.eval_size, c.max_size)
+        if rng.random() < c.flip_prob:
+            image, ann = hflip(image, ann)
+        if rng.random() < c.crop_prob:
+            image, ann = resize(image, ann, int(rng.choice(c.crop_resize_scales)), None)
+            h, w = image.shape[:2]
+            ch = int(rng.integers(min(c.crop_min, h), min(c.crop_max, h) + 1))
+            cw = int(rng.integers(min(c.crop_min, w), min(c.crop_max, w) + 1))
+            top = int(rng.integers(0, h - ch + 1))
+            left = int(rng.integers(0, w - cw + 1))
+            image, ann = crop(image, ann, top, left, ch, cw)
+        return resize(image, ann, int(rng.choice(c.scales)), c.max_size)
