@@ -3,7 +3,8 @@
 official X-Pose code in the same run.
 
     python scripts/bench_model.py                         # this project's model only
-    python scripts/bench_model.py --official-src ~/X-Pose # plus the official code (a checkout you provide)
+    python scripts/bench_model.py --official-src ~/X-Pose [--official-python ~/xpose-venv/bin/python]
+                                                          # plus the official code (a checkout you provide)
 
 Every measurement runs in a fresh subprocess (clean peak-RSS numbers) with the same input image,
 the same prompt features and the same weights (the reference weight-fill rule), so outputs can
@@ -190,6 +191,9 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
     p.add_argument("--official-src", help="checkout of IDEA-Research/X-Pose to compare against")
+    p.add_argument("--official-python", default=sys.executable,
+                   help="interpreter for the official code (needs its extra packages, e.g. transformers, "
+                        "timm; same torch version for a fair comparison)")
     p.add_argument("--variants", default=None, help="comma-separated subset of " + ",".join(VARIANTS))
     p.add_argument("--json", help="write all results here")
     p.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -210,7 +214,8 @@ def main(argv=None):
             outs = {}
             for v in variants:
                 outp = Path(tmp) / f"out_{v}_{h}x{w}.npz"
-                cmd = [sys.executable, __file__, "--worker", v, "--inputs", str(inputs), "--outputs", str(outp),
+                python = args.official_python if v == "official" else sys.executable
+                cmd = [python, __file__, "--worker", v, "--inputs", str(inputs), "--outputs", str(outp),
                        "--threads", str(args.threads), "--repeats", str(args.repeats)]
                 if args.official_src:
                     cmd += ["--official-src", args.official_src]
