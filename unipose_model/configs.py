@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class UniPoseConfig:
     dn_labelbook_size: int = 2000         # label embedding table for denoising training
     input_short_side: int = 800           # preprocessing defaults of this model
     input_max_size: int = 1333
+    visual_prompt: Optional[Dict] = None  # build_visual_prompt_encoder arguments; None = text prompts only
 
     def to_dict(self) -> Dict:
         return asdict(self)
@@ -53,6 +54,10 @@ CONFIGS: Dict[str, UniPoseConfig] = {
         text_heads=2, text_ffn=128, fusion_dim=128, fusion_heads=2, dn_labelbook_size=100,
         input_short_side=256, input_max_size=448),
 }
+# The tiny model plus a small visual prompt encoder (trained with it, no CLIP weights needed).
+CONFIGS["unipose_tiny_visual"] = replace(
+    CONFIGS["unipose_tiny"], name="unipose_tiny_visual",
+    visual_prompt=dict(kind="tiny", width=64, layers=2, heads=4, tower=dict(width=64, layers=2, heads=4)))
 
 
 def get_config(name: str, **overrides) -> UniPoseConfig:

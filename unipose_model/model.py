@@ -104,6 +104,11 @@ class UniPose(nn.Module):
         self.pose_embed = decoder.pose_embed
         self.pose_hw_embed = decoder.pose_hw_embed
         self.reset_parameters()
+        # Optional: encodes an annotated support image into prompt features (see visual_prompt.py).
+        self.visual_prompt_encoder = None
+        if cfg.visual_prompt:
+            from .visual_prompt import build_visual_prompt_encoder
+            self.visual_prompt_encoder = build_visual_prompt_encoder(**cfg.visual_prompt, out_dim=cfg.text_dim)
 
     @staticmethod
     def _input_projections(channels: Sequence[int], num_levels: int, d: int) -> nn.ModuleList:
@@ -162,6 +167,16 @@ class UniPose(nn.Module):
         if instance_valid is not None:  # per-image prompt lists of different lengths (training batches)
             padding[:, :n] = ~instance_valid.to(torch.bool).expand(batch, n)
         return self.projection(text), padding, n
+
+    def encode_visual_prompt(self, support_images: torch.Tensor, keypoints: torch.Tensor, visible: torch.Tensor,
+                             keypoint_valid: Optional[torch.Tensor] = None):
+        """Support crops (B,3,S,S) + keypoints (B,K,2) in [0,1] + visibility (B,K) -> prompt features
+        in the text-feature space: instance (B, text_dim) and keypoints (B, K, text_dim), to be fed
+        as `instance_text` / `keypoint_text` (alone or averaged with text features)."""
+        if self.visual_prompt_encoder is None:
+            raise ValueError(f"model '{self.config.name}' has no visual prompt encoder; use a configuration "
+                             f"with `visual_prompt` set (e.g. unipose_tiny_visual) or a text prompt")
+        return self.visual_prompt_encoder(support_images, keypoints, visible, keypoint_valid)
 
     # ------------------------------------------------------------------ image
     def _feature_levels(self, images: torch.Tensor, mask: torch.Tensor):
