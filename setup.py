@@ -37,6 +37,7 @@ setup(
             "unipose-data = training.unikpt.cli:main",
             "unipose-eval = training.evaluation.cli:main",
             "unipose-train = training.train_cli:main",
+            "unipose-mp100 = training.evaluation.mp100:main",
             "unipose-detector = unipose_ros.detector_node:main",
             "unipose-image-source = unipose_ros.image_source:main",
             "unipose-bag = unipose_ros.bag:main",

@@ -249,3 +249,30 @@ def build_visual_prompt_encoder(kind: str = "tiny", clip_visual: Optional[nn.Mod
             raise ValueError("the 'clip' visual prompt encoder needs the open_clip visual tower (clip_visual=...)")
         return VisualPromptEncoder(ClipImageTower(clip_visual), **kwargs)
     raise ValueError(f"unknown visual prompt encoder {kind!r}; use 'tiny' or 'clip'")
+
+
+@torch.no_grad()
+def detect_with_visual_prompt(model, image_rgb: np.ndarray, prompt: VisualPrompt, *, short_side: int = 800,
+                              max_size: int = 1333, box_threshold: float = 0.1, iou_threshold: float = 0.9,
+                              text_features: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+    """Find the support's kind of object and its keypoints in `image_rgb` (original-image pixels).
+
+    text_features: optional (instance (1, 512), keypoints (K, 512)) text features of the same
+    prompt, averaged with the visual ones (text and visual prompts together).
+    Returns unipose_model.postprocess.Detections (labels are all 0, the support's class).
+    """
+    from .postprocess import select_queries, to_pixels
+    from .preprocess import preprocess_image
+    device = next(model.parameters()).device
+    support, kpts, visible = prepare_support(prompt, size=model.visual_prompt_encoder.image_size
+                                             if model.visual_prompt_encoder is not None else 224)
+    inst, kpt_feats = model.encode_visual_prompt(support[None].to(device), kpts[None].to(device),
+                                                 visible[None].to(device))
+    if text_features is not None:
+        inst = (inst + text_features[0].to(inst)) / 2
+        kpt_feats = (kpt_feats + text_features[1].to(kpt_feats)[None]) / 2
+    image = preprocess_image(image_rgb, short_side=short_side, max_size=max_size)[None].to(device)
+    out = model(image, None, inst, kpt_feats)
+    sel = select_queries(out["pred_logits"][0], out["pred_boxes"][0], out["pred_keypoints"][0],
+                         box_threshold=box_threshold, iou_threshold=iou_threshold)
+    return to_pixels(sel, *image_rgb.shape[:2])
