@@ -30,26 +30,36 @@ class DecoderLayer(nn.Module):
     def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor, reference_points: torch.Tensor,
                 memory: torch.Tensor, memory_padding: torch.Tensor, spatial_shapes,
                 text: torch.Tensor, text_padding: torch.Tensor,
-                group_size: Optional[int] = None, group_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                group_size: Optional[int] = None, group_mask: Optional[torch.Tensor] = None,
+                self_attn_mask: Optional[torch.Tensor] = None, prefix: int = 0,
+                prefix_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """tgt, query_pos: (B, Q, C); reference_points: (B, Q, L, 4).
 
         With `group_size`, self-attention runs inside consecutive groups of that many queries
         (one instance and its keypoints); `group_mask` (B, group, group) bool, True = blocked,
-        further restricts it inside every group.
+        further restricts it inside every group. Without it, `self_attn_mask` (Q, Q) may block
+        pairs. The first `prefix` queries (denoising queries in training) then attend only among
+        themselves, under `prefix_mask` (prefix, prefix).
         """
         B, Q, C = tgt.shape
         q = tgt + query_pos
         if group_size is None:
-            attended = self.self_attn(q, q, tgt, need_weights=False)[0]
+            attended = self.self_attn(q, q, tgt, attn_mask=self_attn_mask, need_weights=False)[0]
         else:
-            G = Q // group_size
-            qg = q.reshape(B * G, group_size, C)
+            parts = []
+            if prefix:
+                parts.append(self.self_attn(q[:, :prefix], q[:, :prefix], tgt[:, :prefix], attn_mask=prefix_mask,
+                                            need_weights=False)[0])
+            rest = Q - prefix
+            G = rest // group_size
+            qg = q[:, prefix:].reshape(B * G, group_size, C)
             mask = None
             if group_mask is not None:
                 heads = self.self_attn.num_heads
                 mask = group_mask.repeat_interleave(G * heads, dim=0)
-            attended = self.self_attn(qg, qg, tgt.reshape(B * G, group_size, C), attn_mask=mask,
-                                      need_weights=False)[0].reshape(B, Q, C)
+            parts.append(self.self_attn(qg, qg, tgt[:, prefix:].reshape(B * G, group_size, C), attn_mask=mask,
+                                        need_weights=False)[0].reshape(B, rest, C))
+            attended = torch.cat(parts, 1) if prefix else parts[0]
         tgt = self.norm2(tgt + attended)
         attended = self.ca_text(tgt + query_pos, text, text, key_padding_mask=text_padding, need_weights=False)[0]
         tgt = self.catext_norm(tgt + attended)
@@ -69,6 +79,8 @@ class DecoderLayerOutput:
     hidden: torch.Tensor
     reference: torch.Tensor
     grouped: bool
+    dn_hidden: Optional[torch.Tensor] = None     # (B, D, C) denoising queries (training only)
+    dn_reference: Optional[torch.Tensor] = None  # (B, D, 4)
 
 
 def contrastive_logits(queries: torch.Tensor, text: torch.Tensor, text_padding: torch.Tensor) -> torch.Tensor:
@@ -150,15 +162,35 @@ class Decoder(nn.Module):
         kpts = (ref_unsig[:, :, 1:] + delta).sigmoid()
         return torch.cat((box, kpts), 2)
 
+    @staticmethod
+    def denoising_masks(num_dn: int, group_size: int, num_queries: int, device):
+        """Self-attention masks (True = blocked) with D denoising queries in front of Q queries.
+
+        Box layers (D+Q, D+Q): the matching queries never see the denoising ones (they hold
+        ground truth), and denoising groups do not see each other. Keypoint layers (D, D): the
+        denoising queries attend only within their own group.
+        """
+        groups = torch.arange(num_dn, device=device) // group_size
+        dn_mask = groups[:, None] != groups[None, :]
+        full = torch.zeros(num_dn + num_queries, num_dn + num_queries, dtype=torch.bool, device=device)
+        full[:num_dn, :num_dn] = dn_mask
+        full[num_dn:, :num_dn] = True
+        return full, dn_mask
+
     def forward(self, tgt: torch.Tensor, reference: torch.Tensor, memory: torch.Tensor,
                 memory_padding: torch.Tensor, spatial_shapes, valid_ratios: torch.Tensor,
                 text: torch.Tensor, text_padding: torch.Tensor, keypoint_content: torch.Tensor,
                 keypoint_valid: Optional[torch.Tensor] = None,
-                keep_layers: Optional[Sequence[int]] = None) -> Tuple[List[DecoderLayerOutput], torch.Tensor]:
+                keep_layers: Optional[Sequence[int]] = None,
+                dn_content: Optional[torch.Tensor] = None, dn_reference: Optional[torch.Tensor] = None,
+                dn_group_size: int = 0) -> Tuple[List[DecoderLayerOutput], torch.Tensor]:
         """tgt (B, Q, C) initial content; reference (B, Q, 4) initial boxes (sigmoid space).
 
         keypoint_valid (B, K) bool marks real keypoint slots: inside a group, queries attend only
         to queries of the same kind (instance + real keypoints, or padded slots among themselves).
+        dn_content / dn_reference (B, D, C) / (B, D, 4): denoising queries for training (noised
+        ground-truth boxes, DINO-style), in groups of `dn_group_size`; they run as box queries
+        through every layer and never enter the instance selection.
         Returns the outputs of the layers in `keep_layers` (default: all) and the (B, G) indices
         of the instance queries selected for the keypoint stage.
         """
@@ -170,6 +202,12 @@ class Decoder(nn.Module):
         if keypoint_valid is not None and not bool(keypoint_valid.all()):
             kind = torch.cat((keypoint_valid.new_ones(B, 1), keypoint_valid), 1)
             group_mask = kind[:, :, None] != kind[:, None, :]
+        D = 0 if dn_content is None else dn_content.shape[1]
+        box_mask = prefix_mask = None
+        if D:
+            box_mask, prefix_mask = self.denoising_masks(D, dn_group_size, tgt.shape[1], tgt.device)
+            dn_out, dn_ref = dn_content, dn_reference
+            dn_head_ref = dn_ref
         # Layers see detached references; the heads see the undetached ones, so the box and keypoint
         # losses of a layer also train the previous layer's refinement (and the size table).
         head_reference = reference
@@ -177,19 +215,30 @@ class Decoder(nn.Module):
             grouped = layer_id >= self.num_box_layers
             if grouped:
                 G, P = reference.shape[1:3]
-                flat_ref = reference.reshape(B, G * P, 4)
+                flat_out, flat_ref = output.reshape(B, G * P, -1), reference.reshape(B, G * P, 4)
+                if D:
+                    flat_out, flat_ref = torch.cat((dn_out, flat_out), 1), torch.cat((dn_ref, flat_ref), 1)
                 query_pos, ref_input = self._query_pos(flat_ref, valid_ratios)
-                flat_out = layer(output.reshape(B, G * P, -1), query_pos, ref_input, memory, memory_padding,
-                                 spatial_shapes, text, text_padding, group_size=P, group_mask=group_mask)
-                output = flat_out.reshape(B, G, P, -1)
+                flat_out = layer(flat_out, query_pos, ref_input, memory, memory_padding, spatial_shapes, text,
+                                 text_padding, group_size=P, group_mask=group_mask, prefix=D, prefix_mask=prefix_mask)
+                output = flat_out[:, D:].reshape(B, G, P, -1)
             else:
-                query_pos, ref_input = self._query_pos(reference, valid_ratios)
-                output = layer(output, query_pos, ref_input, memory, memory_padding, spatial_shapes,
-                               text, text_padding)
+                flat_out, flat_ref = (torch.cat((dn_out, output), 1), torch.cat((dn_ref, reference), 1)) if D \
+                    else (output, reference)
+                query_pos, ref_input = self._query_pos(flat_ref, valid_ratios)
+                flat_out = layer(flat_out, query_pos, ref_input, memory, memory_padding, spatial_shapes,
+                                 text, text_padding, self_attn_mask=box_mask)
+                output = flat_out[:, D:]
+            if D:
+                dn_out = flat_out[:, :D]
             if layer_id in keep:
-                outputs.append(DecoderLayerOutput(self.norm(output), head_reference, grouped))
+                outputs.append(DecoderLayerOutput(self.norm(output), head_reference, grouped,
+                                                  self.norm(dn_out) if D else None, dn_head_ref if D else None))
             if layer_id == num_layers - 1:
                 break
+            if D:  # denoising queries: refined as boxes by every layer
+                new_dn = (self.bbox_embed[layer_id](dn_out) + inverse_sigmoid(dn_ref)).sigmoid()
+                dn_head_ref, dn_ref = new_dn, new_dn.detach()
             if not grouped:
                 new_ref = (self.bbox_embed[layer_id](output) + inverse_sigmoid(reference)).sigmoid()
                 if layer_id == self.num_box_layers - 1:

@@ -256,13 +256,17 @@ class UniPose(nn.Module):
         return result
 
     def decode(self, state: EncodedImage, keypoint_text: torch.Tensor,
-               keypoint_valid: Optional[torch.Tensor] = None, aux: bool = False) -> Dict[str, torch.Tensor]:
+               keypoint_valid: Optional[torch.Tensor] = None, aux: bool = False,
+               denoising: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         """Decoder + heads for one keypoint prompt (K rows of keypoint text features).
 
         Returns pred_logits (B, S, N) raw logits, pred_boxes (B, S, 4) normalised cxcywh,
         pred_keypoints (B, S, K, 2) normalised xy; with aux=True (training) also
         pred_keypoint_logits (B, S, K, K) keypoint-query x keypoint-prompt similarities,
         `aux_outputs` (one dict per earlier decoder layer) and the two-stage `enc_outputs`.
+        denoising (training): {"labels" (B, D) prompt-class index, "boxes" (B, D, 4) noised
+        normalised cxcywh, "group_size" int} adds `dn_outputs`, one {pred_logits, pred_boxes}
+        per decoder layer for those queries (see training/denoising.py).
         """
         B = state.memory.shape[0]
         kpt_text = self._batch_text(keypoint_text, B).to(state.memory.dtype)
@@ -276,21 +280,34 @@ class UniPose(nn.Module):
         dec = self.transformer.decoder
         last = len(dec.layers) - 1
         kpt_content = self.projection_kpt(kpt_text)
+        dn = {}
+        if denoising is not None:
+            dn = dict(dn_content=self.label_enc(denoising["labels"]).to(state.memory.dtype),
+                      dn_reference=denoising["boxes"].to(state.memory.dtype),
+                      dn_group_size=int(denoising["group_size"]))
         outs, selected = dec(state.query_content, state.query_reference, state.memory, state.memory_padding,
                              state.spatial_shapes, state.valid_ratios, state.text, state.text_padding,
-                             kpt_content, keypoint_valid, keep_layers=None if aux else [last])
+                             kpt_content, keypoint_valid, keep_layers=None if aux or dn else [last], **dn)
         result = self._heads(state, outs[-1], last, kpt_content if aux else None)
         result["selected_queries"] = selected  # (B, S) decoder query slots kept for the keypoint stage
         if aux:
             result["aux_outputs"] = [self._heads(state, o, i, kpt_content) for i, o in enumerate(outs[:-1])]
             result["enc_outputs"] = {"pred_logits": state.proposal_logits, "pred_boxes": state.proposal_boxes}
+        if dn:
+            result["dn_outputs"] = [self._denoising_heads(state, o, i) for i, o in enumerate(outs)]
         return result
+
+    def _denoising_heads(self, state: EncodedImage, out: DecoderLayerOutput, layer_id: int) -> Dict[str, torch.Tensor]:
+        boxes = (self.bbox_embed[layer_id](out.dn_hidden) + inverse_sigmoid(out.dn_reference)).sigmoid()
+        logits = contrastive_logits(out.dn_hidden, state.text, state.text_padding)[..., :state.num_classes]
+        return {"pred_logits": logits, "pred_boxes": boxes}
 
     def forward(self, images: torch.Tensor, masks: Optional[torch.Tensor], instance_text: torch.Tensor,
                 keypoint_text: torch.Tensor, keypoint_valid: Optional[torch.Tensor] = None,
-                aux: bool = False, instance_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                aux: bool = False, instance_valid: Optional[torch.Tensor] = None,
+                denoising: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
         return self.decode(self.encode(images, masks, instance_text, instance_valid), keypoint_text,
-                           keypoint_valid, aux=aux)
+                           keypoint_valid, aux=aux, denoising=denoising)
 
     # ------------------------------------------------------------------ official layout
     @torch.no_grad()
