@@ -13,7 +13,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["unipose_model", "unipose_model.*", "training", "training.*",
                                     "unipose_ros", "unipose_ros.*"]),
-    package_data={"unipose_model": ["data/*.json", "data/*.jpg", "data/*.png", "data/*.txt"],
+    package_data={"unipose_model": ["data/*.json", "data/*.jpg", "data/*.png", "data/*.txt", "data/*.pth",
+                                    "data/*.mp4"],
                   "training": ["data/*.json", "configs/*.yaml"]},
     include_package_data=True,
     install_requires=[
@@ -30,7 +31,11 @@ setup(
         "pyyaml>=6,<7",
         "tensorboard>=2.14,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10"],
+                    # ONNX export and the onnxruntime backend (issue 6); TensorRT comes with its own wheels
+                    "export": ["onnx>=1.20,<1.24", "onnxscript>=0.7,<0.8", "onnx-ir>=1.0,<2",
+                               "onnxruntime>=1.22,<1.32"],
+                    "gpu": ["triton>=3.4,<3.9"]},
     entry_points={
         "console_scripts": [
             "unipose = unipose_model.cli:main",
@@ -41,6 +46,7 @@ setup(
             "unipose-detector = unipose_ros.detector_node:main",
             "unipose-image-source = unipose_ros.image_source:main",
             "unipose-bag = unipose_ros.bag:main",
+            "unipose-demo = unipose_ros.demo:main",
         ],
     },
 )

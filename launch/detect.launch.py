@@ -22,7 +22,7 @@ ARGUMENTS = {
     "prompt": ("", "Initial prompt, e.g. 'person' or 'person: nose, left eye'. Empty: params file."),
     "model": ("", "Model configuration (unipose_swint, unipose_tiny, ...). Empty: params file."),
     "checkpoint": ("", "Checkpoint path ('reference' for test weights). Empty: params file."),
-    "text_encoder": ("", "clip, hash or a feature file. Empty: params file."),
+    "text_encoder": ("", "auto, clip, hash or a feature file. Empty: params file."),
     "device": ("", "auto, cpu, cuda or cuda:N. Empty: params file."),
     "backend": ("", "torch (onnxruntime/tensorrt later). Empty: params file."),
     "params_file": (str(SHARE / "config" / "detector.yaml"), "Detector parameters (YAML)."),

@@ -1,29 +1,14 @@
 #!/usr/bin/env bash
-# Demo: detect fly keypoints in the bundled sample frame (unipose_model/data/sample_fly.jpg).
-# Uses the official checkpoint when it is at the default location (or $UNIPOSE_CHECKPOINT);
-# otherwise runs the whole pipeline with the reference weights and hash text features, whose
-# detections are meaningless (a pipeline check only).
-# Usage: scripts/demo.sh [OUTPUT_DIR]   (default outputs/demo)
+# Demo: the whole ROS 2 pipeline on the bundled two-fly clip with the bundled fly model:
+#   image_source (unipose_model/data/sample_fly.mp4) -> unipose detector (unipose_model/data/fly_demo.pth)
+#   -> /unipose/keypoints, /unipose/markers, /unipose/image_annotated
+# No camera, no downloads (after .venv exists), no CLIP: the model carries its prompt features.
+# Prints one line per processed frame; writes outputs/demo/fly_demo_annotated.mp4.
+# Usage: scripts/demo.sh [--frames N] [--rate HZ] [--out DIR] ...   (unipose-demo --help)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/bootstrap.sh"
 VENV="${UNIPOSE_VENV:-$ROOT/.venv}"
-OUT="${1:-$ROOT/outputs/demo}"
-SAMPLE="$ROOT/unipose_model/data/sample_fly.jpg"
-CKPT="${UNIPOSE_CHECKPOINT:-${UNIPOSE_CACHE:-$HOME/.cache/unipose}/unipose_swint.pth}"
-
-if [[ -f "$CKPT" ]]; then
-  echo "[demo] official checkpoint: $CKPT" >&2
-  args=(--checkpoint "$CKPT")
-else
-  cat >&2 <<MSG
-[demo] WARNING: no official checkpoint at $CKPT.
-[demo] Running with --checkpoint reference --text-encoder hash: the DETECTIONS ARE MEANINGLESS
-[demo] (deterministic test weights). For real results download 'unipose_swint.pth' from the
-[demo] IDEA-Research/X-Pose GitHub README and put it at $CKPT.
-MSG
-  args=(--checkpoint reference --text-encoder hash --max-instances 5)  # fewer boxes of noise
-fi
-
-"$VENV/bin/unipose" predict "$SAMPLE" --prompt "fly" --out "$OUT" --verbose "${args[@]}"
-echo "[demo] outputs in $OUT: sample_fly.png (overlay), results.json (COCO results), images.json (image ids, keypoint names)"
+cd "$ROOT"
+"$VENV/bin/python" -m unipose_ros.demo --out "$ROOT/outputs/demo" "$@"
+echo "[demo] without ROS, the same model on the same clip: $VENV/bin/unipose predict unipose_model/data/sample_fly.mp4 --prompt fly --out outputs/predict"

@@ -159,5 +159,7 @@ class Augmenter:
             cw = int(rng.integers(min(c.crop_min, w), min(c.crop_max, w) + 1))
             top = int(rng.integers(0, h - ch + 1))
             left = int(rng.integers(0, w - cw + 1))
-            image, ann = crop(image, ann, top, left, ch, cw)
+            window = crop(image, ann, top, left, ch, cw)
+            if len(window[1]["boxes"]) or not len(ann["boxes"]):
+                image, ann = window  # a window without any object is skipped: it leaves no targets
         return resize(image, ann, int(rng.choice(c.scales)), c.max_size)

@@ -327,8 +327,10 @@ def expand_index_sources(sources: Sequence[SourceConfig]) -> List[SourceConfig]:
     here is weight_d * selected images, times the source's own weight."""
     out: List[SourceConfig] = []
     for src in sources:
-        with open(src.ann, "r", encoding="utf-8") as f:
-            head = f.read(256)
+        head = ""
+        if Path(src.ann).is_file() and Path(src.ann).suffix == ".json":  # not DLC folders / .slp
+            with open(src.ann, "r", encoding="utf-8") as f:
+                head = f.read(256)
         if '"unikpt index"' not in head:
             out.append(src)
             continue
@@ -475,6 +477,10 @@ class Trainer:
         # Near-converged focal terms drive tiny values into denormal floats, which are ~100x slower
         # on x86 CPUs (seen: 18 -> 0.7 images/s mid-run). Flushing them changes nothing that matters.
         torch.set_flush_denormal(True)
+        # OpenCV's thread pool does not survive fork: a DataLoader worker forked after evaluation
+        # (which resizes images here) hung in cv2.setNumThreads. Without a pool there is no lock.
+        import cv2
+        cv2.setNumThreads(1)
         self.out_dir = Path(rc.out_dir)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -574,6 +580,9 @@ class Trainer:
             dist.barrier()
         if self.is_main:
             log.info("text features: %d prompts in %.1fs", len(self.text_table), time.time() - t0)
+        # config, vocabulary and prompt features go into every checkpoint: it runs on its own
+        from .model_export import model_file_entries
+        self.model_file_entries = model_file_entries(self.cfg, train_sources, pool, self.text_table)
 
     def _negative_pool(self, sources) -> List[str]:
         if self.cfg.data.negative_pool == "vocabulary":
@@ -594,7 +603,7 @@ class Trainer:
                 "sampler": {"epoch": self.epoch, "start_batch": self.batch_in_epoch, "seed": self.cfg.run.seed,
                             "world_size": self.world_size, "batch_size": self.cfg.data.batch_size},
                 "rng": rng_state(), "best": self.best, "config": json.dumps(self.cfg.to_dict()),
-                "model_name": self.model.config.name}
+                "model_name": self.model.config.name, **self.model_file_entries}
 
     def save_checkpoint(self) -> Optional[Path]:
         # Every rank's RNG state would differ; rank 0's file is the run's checkpoint (data RNG
@@ -773,7 +782,8 @@ class Trainer:
             if self.best is None or score > self.best:
                 self.best = score
                 atomic_save({"model": self.model.state_dict(), "step": self.step, "metrics": metrics,
-                             "model_name": self.model.config.name}, self.out_dir / "best.pth")
+                             "model_name": self.model.config.name, **self.model_file_entries},
+                            self.out_dir / "best.pth")
         if self.distributed:
             dist.barrier()
         return metrics

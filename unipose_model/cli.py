@@ -36,10 +36,12 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", "-p", required=True,
                    help="what to detect, e.g. 'person', 'person, face' or 'cat: left eye, nose'")
     p.add_argument("--checkpoint", "-c", default=None,
-                   help="official-format checkpoint (.pth); default ~/.cache/unipose/<model>.pth; "
-                        "'reference' = deterministic test weights (meaningless detections)")
+                   help="checkpoint (.pth); default ~/.cache/unipose/<model>.pth, and without --model "
+                        "the bundled fly model when that file is absent; 'reference' = deterministic "
+                        "test weights (meaningless detections)")
     p.add_argument("--out", "-o", required=True, help="output directory")
-    p.add_argument("--model", default="unipose_swint", help="model configuration (default unipose_swint)")
+    p.add_argument("--model", default=None,
+                   help="model configuration (default: the one the checkpoint names, else unipose_swint)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="inference precision; half types need CUDA (default float32)")
@@ -47,15 +49,18 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"minimum score (default {DEFAULT_BOX_THRESHOLD})")
     p.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD,
                    help=f"NMS IoU threshold (default {DEFAULT_IOU_THRESHOLD})")
-    p.add_argument("--short-side", type=int, default=DEFAULT_SHORT_SIDE,
-                   help=f"resize the short image side to this (default {DEFAULT_SHORT_SIDE})")
-    p.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE,
-                   help=f"cap of the long side after resizing (default {DEFAULT_MAX_SIZE})")
+    p.add_argument("--short-side", type=int, default=None,
+                   help=f"resize the short image side to this (default: the checkpoint's training "
+                        f"size, else {DEFAULT_SHORT_SIDE})")
+    p.add_argument("--max-size", type=int, default=None,
+                   help=f"cap of the long side after resizing (default: the checkpoint's, else "
+                        f"{DEFAULT_MAX_SIZE})")
     p.add_argument("--max-instances", type=int, default=None,
                    help="keep at most N detections per image, best first (default all)")
-    p.add_argument("--text-encoder", default="clip",
-                   help="clip (OpenAI CLIP ViT-B/32, default), hash (meaningless stand-in, no weights), "
-                        "or a precomputed feature file (.npz/.json/.pt)")
+    p.add_argument("--text-encoder", default="auto",
+                   help="auto (default: the prompt features stored in the checkpoint, else clip), clip "
+                        "(OpenAI CLIP ViT-B/32), hash (meaningless stand-in, no weights), or a "
+                        "precomputed feature file (.npz/.json/.pt)")
     p.add_argument("--clip-weights", default=None,
                    help="CLIP ViT-B/32 weights file or directory (for offline machines)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay images / videos")
@@ -66,23 +71,44 @@ def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .media import MediaError, collect_inputs, is_video_path
-    from .predictor import REFERENCE_CHECKPOINT, Predictor, resolve_checkpoint, resolve_device
-    from .prompt import parse_prompt
+    from .model_file import BUNDLED_CHECKPOINT, read_model_file_info
+    from .predictor import (DEFAULT_MODEL, REFERENCE_CHECKPOINT, Predictor, UnknownPromptError,
+                            default_checkpoint, download_hint, resolve_checkpoint, resolve_device)
+    from .prompt import PromptError, parse_prompt
     from .preprocess import ImageError
     from .text_encoder import build_text_encoder
 
     # cheap checks first: files, prompt, checkpoint; then CLIP and the model
     files = collect_inputs(args.inputs)
-    prompt = parse_prompt(args.prompt)
-    checkpoint = resolve_checkpoint(args.model, args.checkpoint)
+    if args.checkpoint is None and args.model is None:
+        checkpoint = default_checkpoint()  # the official file, else the bundled fly model
+    else:
+        checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL, args.checkpoint)
+    bundled_fallback = args.checkpoint is None and Path(checkpoint) == BUNDLED_CHECKPOINT
+    fixed_vocabulary = str(checkpoint) != REFERENCE_CHECKPOINT and read_model_file_info(checkpoint).vocabulary
+    if not fixed_vocabulary:
+        parse_prompt(args.prompt)  # a model with its own vocabulary parses the prompt itself, below
     resolve_device(args.device)
-    encoder = build_text_encoder(args.text_encoder, clip_weights=args.clip_weights, device=args.device)
+    encoder = build_text_encoder(args.text_encoder, clip_weights=args.clip_weights, device=args.device,
+                                 checkpoint=checkpoint)
     if hasattr(encoder, "load"):
         encoder.load()  # missing CLIP weights: fail now, not after the model is built
     predictor = Predictor(args.model, checkpoint, device=args.device, dtype=args.dtype,
                           text_encoder=encoder, box_threshold=args.box_threshold,
                           iou_threshold=args.iou_threshold, short_side=args.short_side,
-                          max_size=args.max_size, max_instances=args.max_instances)
+                          max_size="auto" if args.max_size is None else args.max_size,
+                          max_instances=args.max_instances)
+    try:
+        prompt = predictor.parse(args.prompt)
+        predictor.prepare_prompt(prompt)  # unknown to a fixed-vocabulary model: say so before any work
+    except (UnknownPromptError, PromptError) as e:
+        if not bundled_fallback or "unknown" not in str(e):
+            raise
+        raise CliError(f"{e} No official checkpoint was found, so the bundled fly model "
+                       f"({BUNDLED_CHECKPOINT.name}) was used; for other objects {download_hint()}") from None
+    if bundled_fallback:
+        print(f"unipose: using the bundled fly model {checkpoint} (no official checkpoint at the "
+              f"default location)", file=sys.stderr)
     warnings = []
     if str(checkpoint) == REFERENCE_CHECKPOINT:
         warnings.append("reference weights")
@@ -107,7 +133,7 @@ def run_predict(args: argparse.Namespace) -> int:
                 failed.append(path)
                 tqdm.write(f"unipose: skipped {path}: {exc}", file=sys.stderr)
     finally:  # also on Ctrl-C: keep what was already computed
-        writer.finish(meta={"model": args.model, "checkpoint": str(checkpoint),
+        writer.finish(meta={"model": getattr(predictor.config, "name", args.model), "checkpoint": str(checkpoint),
                             "text_encoder": encoder.name, "meaningless": bool(stamp)})
     print(f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
           f"results in {out_dir / 'results.json'}", file=sys.stderr)
@@ -271,6 +297,10 @@ def _register_optional_commands() -> None:
 
 
 _register_optional_commands()
+
+from .export import cli as _export_cli  # noqa: E402  (argument definitions only; no torch import)
+
+COMMANDS.setdefault("export", (_export_cli.HELP, _export_cli.add_arguments, _export_cli.run))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,10 @@ class CheckpointNotFoundError(FileNotFoundError):
     """The checkpoint file is not where it was expected."""
 
 
+class UnknownPromptError(PredictorError):
+    """A prompt outside the fixed vocabulary of a model that carries its own prompt features."""
+
+
 def cache_dir() -> Path:
     """Where checkpoints are looked for by default: $UNIPOSE_CACHE or ~/.cache/unipose."""
     return Path(os.environ.get("UNIPOSE_CACHE", "~/.cache/unipose")).expanduser()
@@ -51,6 +55,15 @@ def cache_dir() -> Path:
 
 def default_checkpoint_path(model_name: str = DEFAULT_MODEL) -> Path:
     return cache_dir() / f"{model_name}.pth"
+
+
+def default_checkpoint() -> Path:
+    """No model and no checkpoint named: the official file where it is expected, else the
+    model bundled with the package (trained on the fly clip; docs/MODEL_CARD_fly.md)."""
+    from .model_file import BUNDLED_CHECKPOINT
+
+    official = default_checkpoint_path(DEFAULT_MODEL)
+    return official if official.is_file() or not BUNDLED_CHECKPOINT.is_file() else BUNDLED_CHECKPOINT
 
 
 def download_hint(model_name: str = DEFAULT_MODEL) -> str:
@@ -111,28 +124,37 @@ class Predictor:
     """Load a UniPose model once, then run it on images with text prompts.
 
     Args:
-        model: configuration name ("unipose_swint", "unipose_tiny", ...) or a built model.
+        model: configuration name ("unipose_swint", "unipose_tiny", ...) or a built model; None =
+            the configuration the checkpoint names (``unipose_swint`` for official files).
         checkpoint: path of an official-format checkpoint; "reference" for the deterministic
             reference weights (meaningless detections); None = the default location for a model
-            name (``~/.cache/unipose/<name>.pth``), or the model's current weights for a module.
+            name (``~/.cache/unipose/<name>.pth``), or the model's current weights for a module;
+            with neither model nor checkpoint: the official file if present, else the bundled
+            fly model (``unipose_model/data/fly_demo.pth``).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         dtype: "float32", or "bfloat16" / "float16" (CUDA only; run under autocast).
-        text_encoder: "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed), a
-            precomputed feature file, or a :class:`TextEncoder`.
+        text_encoder: "auto" (the prompt features stored in the checkpoint when it has them,
+            else CLIP), "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed),
+            a precomputed feature file, or a :class:`TextEncoder`.
         clip_weights: CLIP weights file or directory for offline machines (``"clip"`` only).
         box_threshold, iou_threshold: official post-processing (0.1, 0.9).
-        short_side, max_size: resize rule (800, 1333).
+        short_side, max_size: resize rule; None / "auto" = the checkpoint's training resolution
+            if it records one, else the official 800 / 1333 (max_size None: no cap).
         max_instances: keep at most this many detections per image (best first); None = all.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
+        backend: "pytorch" (default), "onnxruntime" or "tensorrt": run an exported graph (one per
+            input size, exported on first use and cached; see unipose_model/backends/);
+            backend_options are passed to it (cache_dir, threads, precision, ...).
     """
 
-    def __init__(self, model: str | nn.Module = DEFAULT_MODEL, checkpoint: str | os.PathLike | None = None,
+    def __init__(self, model: str | nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
                  *, device: str = "auto", dtype: str | torch.dtype = "float32",
-                 text_encoder: str | TextEncoder = "clip", clip_weights: str | None = None,
+                 text_encoder: str | TextEncoder = "auto", clip_weights: str | None = None,
                  box_threshold: float = DEFAULT_BOX_THRESHOLD,
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-                 short_side: int = DEFAULT_SHORT_SIDE, max_size: int | None = DEFAULT_MAX_SIZE,
-                 max_instances: int | None = None, batch_size: int = 8, prompt_cache_size: int = 64):
+                 short_side: int | None = None, max_size: int | None | str = "auto",
+                 max_instances: int | None = None, batch_size: int = 8, prompt_cache_size: int = 64,
+                 backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         if self.dtype != torch.float32 and self.device.type != "cuda":
@@ -149,18 +171,33 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.box_threshold = float(box_threshold)
         self.iou_threshold = float(iou_threshold)
-        self.short_side = int(short_side)
-        self.max_size = max_size
         self.max_instances = max_instances
 
-        self.model = _load_model(model, checkpoint).to(self.device).eval()
+        if model is None and checkpoint is None:
+            checkpoint = default_checkpoint()
+        self.model, self.checkpoint, self.file_info = _load_model(model, checkpoint)
+        self.model = self.model.to(self.device).eval()
         self.config = getattr(self.model, "config", None)
-        self.checkpoint = checkpoint
+        self.backend = backend
+        if backend != "pytorch":
+            from .backends import build_backend
+            if self.dtype != torch.float32:
+                raise PredictorError(f"backend {backend} runs its own precision; use dtype float32")
+            self._backend = build_backend(backend, self.model, **(backend_options or {}))
+        trained = self.file_info.input_size or {}  # the resolution the checkpoint was trained for
+        self.short_side = int(trained.get("short_side", DEFAULT_SHORT_SIDE) if short_side is None else short_side)
+        self.max_size = trained.get("max_size", DEFAULT_MAX_SIZE) if max_size == "auto" else max_size
+        # A checkpoint that carries its prompt features also defines what its categories mean.
+        self.vocabulary = None
+        if self.file_info.vocabulary:
+            from .vocabulary import Vocabulary
+            self.vocabulary = Vocabulary.from_data(self.file_info.vocabulary, source=str(self.checkpoint))
         if isinstance(text_encoder, TextEncoder):
             self.text_encoder = text_encoder
         else:
+            ckpt = self.checkpoint if isinstance(self.checkpoint, (str, Path)) else None
             self.text_encoder = build_text_encoder(text_encoder, clip_weights=clip_weights,
-                                                   device=self.device)
+                                                   device=self.device, checkpoint=ckpt)
         self._prompts: OrderedDict[object, PreparedPrompt] = OrderedDict()
         self._prompt_cache_size = prompt_cache_size
         self._lock = threading.RLock()  # one inference at a time (e.g. several ROS callbacks)
@@ -192,8 +229,11 @@ class Predictor:
             raise PredictorError("prompt is None; give e.g. 'person' or 'cat: left eye, nose'")
         max_slots = getattr(self.config, "max_text_slots", 350)
         max_kpts = getattr(self.config, "max_keypoints", 68)
+        if self.vocabulary is not None and not isinstance(prompt, str) and hasattr(prompt, "canonical"):
+            # parsed elsewhere with the default vocabulary: re-read it with this model's own
+            prompt = getattr(prompt, "text", "") or prompt.canonical()
         if isinstance(prompt, str):
-            parsed = parse_prompt(prompt, max_classes=max_slots, max_keypoints=max_kpts)
+            parsed = self._parse(prompt, max_slots, max_kpts)
         elif hasattr(prompt, "classes") and hasattr(prompt, "groups"):
             parsed = prompt
         else:
@@ -205,6 +245,7 @@ class Predictor:
         if len(classes) > max_slots:
             raise PredictorError(f"the prompt has {len(classes)} classes; "
                                  f"the model takes at most {max_slots}")
+        self._check_known(classes, [k for g in parsed.groups for k in g.keypoints])
         inst = self.text_encoder.encode_instances(classes).to(self.device)
         groups = []
         for g in parsed.groups:
@@ -222,6 +263,49 @@ class Predictor:
             raise PredictorError("the prompt defines no keypoints")
         text = prompt if isinstance(prompt, str) else str(getattr(parsed, "text", parsed))
         return PreparedPrompt(text, classes, inst, groups)
+
+    def known_prompts(self) -> str:
+        """The categories (with keypoints) of a fixed-vocabulary model; '' for an open one."""
+        return self.file_info.known_prompts()
+
+    def parse(self, text: str):
+        """Parse a prompt text as this predictor does (with the checkpoint's own vocabulary)."""
+        return self._parse(text, getattr(self.config, "max_text_slots", 350),
+                           getattr(self.config, "max_keypoints", 68))
+
+    def _parse(self, text: str, max_slots: int, max_kpts: int):
+        from .prompt import PromptError, parse_prompt
+
+        try:
+            return parse_prompt(text, self.vocabulary, max_classes=max_slots, max_keypoints=max_kpts)
+        except PromptError as e:
+            if self.vocabulary is None or not self._uses_own_features() or "unknown category" not in str(e):
+                raise  # a malformed prompt: the parser's own message says how to fix it
+            raise UnknownPromptError(self._unknown_message(text.strip())) from None
+
+    def _uses_own_features(self) -> bool:
+        return getattr(self.text_encoder, "known", None) is not None
+
+    def _check_known(self, classes, keypoints) -> None:
+        """With the checkpoint's own prompt features, every name must be one it was trained on."""
+        if not self._uses_own_features():
+            return
+        from .text_encoder import instance_prompt, keypoint_prompt
+
+        table = self.text_encoder.table
+        known_classes = {c for s in self.file_info.vocabulary or [] for c in s["categories"]}
+        missing = [c for c in classes if c not in known_classes or instance_prompt(c) not in table]
+        missing += [k for k in dict.fromkeys(keypoints) if keypoint_prompt(k) not in table]
+        if missing:
+            raise UnknownPromptError(self._unknown_message(", ".join(missing)))
+
+    def _unknown_message(self, what: str) -> str:
+        first = (self.file_info.vocabulary or [{}])[0]
+        example = f"{first['categories'][0]}: {', '.join(first['keypoints'][:2])}" if first else ""
+        return (f"unknown prompt {what!r}: this model ({self.checkpoint}) was trained on a fixed "
+                f"vocabulary and carries the prompt features of that vocabulary only. Known prompts: "
+                f"{self.known_prompts()}. Use a known category, optionally with some of its keypoints "
+                f"(e.g. '{example}'); open-vocabulary prompts need the official checkpoint with CLIP.")
 
     # ------------------------------------------------------------------ inference
     def predict(self, image, prompt, *, color: str = "rgb") -> list[Instance]:
@@ -278,6 +362,9 @@ class Predictor:
 
     @torch.inference_mode()
     def _forward(self, images, masks, prepared: PreparedPrompt) -> list[dict]:
+        if self.backend != "pytorch":  # exported graphs hold encoder + decoder: one run per group
+            return [self._backend(images, masks, prepared.instance_features, g.features)
+                    for g in prepared.groups]
         with self._autocast():
             if len(prepared.groups) == 1:
                 return [self.model(images, masks, prepared.instance_features,
@@ -324,20 +411,29 @@ class Predictor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_model(model, checkpoint) -> nn.Module:
+def _load_model(model, checkpoint):
+    """(model with weights, resolved checkpoint, ModelFileInfo of the checkpoint)."""
     from . import build_model, load_official_checkpoint
     from .checkpoint import fill_reference_weights
+    from .model_file import ModelFileInfo, read_model_file_info
 
+    info = ModelFileInfo()
     if isinstance(model, nn.Module):
         if checkpoint is None:
-            return model
+            return model, checkpoint, info
         name = getattr(getattr(model, "config", None), "name", DEFAULT_MODEL)
-        resolve_checkpoint(name, checkpoint)
-    elif isinstance(model, str):
-        name = model
-        checkpoint = resolve_checkpoint(name, checkpoint)  # before the (slow) model build
+        checkpoint = resolve_checkpoint(name, checkpoint)
+    elif model is None or isinstance(model, str):
+        checkpoint = resolve_checkpoint(model or DEFAULT_MODEL, checkpoint)  # before the (slow) build
+        if str(checkpoint) != REFERENCE_CHECKPOINT:
+            info = read_model_file_info(checkpoint)
+        if model is not None and info.model_name and model != info.model_name:
+            raise PredictorError(f"checkpoint {checkpoint} holds a {info.model_name!r} model, not "
+                                 f"{model!r}; leave the model out (it is read from the checkpoint) "
+                                 f"or pass model={info.model_name!r}")
+        name = model or info.model_name or DEFAULT_MODEL
         try:
-            model = build_model(name)
+            model = build_model(name, **(info.model_overrides if info.model_name == name else {}))
         except KeyError as e:
             raise PredictorError(f"unknown model {name!r}: {e}") from None
     else:
@@ -345,9 +441,11 @@ def _load_model(model, checkpoint) -> nn.Module:
                              f"got {type(model).__name__}")
     if str(checkpoint) == REFERENCE_CHECKPOINT:
         fill_reference_weights(model)
-        return model
-    load_official_checkpoint(model, str(resolve_checkpoint(name, checkpoint)))
-    return model
+        return model, checkpoint, info
+    if isinstance(model, nn.Module) and not info.model_name:
+        info = read_model_file_info(checkpoint)
+    load_official_checkpoint(model, str(checkpoint))
+    return model, checkpoint, info
 
 
 def resolve_checkpoint(model_name: str, checkpoint=None) -> Path | str:
@@ -392,6 +490,7 @@ def _sync(device: torch.device) -> None:
 
 
 __all__ = ["Predictor", "Instance", "PreparedPrompt", "PredictorError", "CheckpointNotFoundError",
-           "REFERENCE_CHECKPOINT", "default_checkpoint_path", "resolve_checkpoint", "resolve_device",
+           "UnknownPromptError", "REFERENCE_CHECKPOINT", "default_checkpoint", "default_checkpoint_path",
+           "resolve_checkpoint", "resolve_device",
            "cache_dir", "download_hint",
            "TextEncoder", "ClipTextEncoder", "HashTextEncoder"]  # re-exported for convenience

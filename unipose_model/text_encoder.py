@@ -139,8 +139,12 @@ class PrecomputedTextEncoder(TextEncoder):
 
     name = "precomputed"
 
-    def __init__(self, table: Mapping[str, object], cache_size: int = 4096):
+    def __init__(self, table: Mapping[str, object], cache_size: int = 4096, known: str | None = None,
+                 name: str | None = None):
         super().__init__(cache_size)
+        self.known = known  # what to list when a prompt is missing (default: the table's keys)
+        if name:
+            self.name = name
         self.table: dict[str, torch.Tensor] = {}
         for key, value in table.items():
             vec = torch.as_tensor(np.asarray(value, dtype=np.float32)).flatten()
@@ -149,8 +153,21 @@ class PrecomputedTextEncoder(TextEncoder):
             self.table[str(key)] = vec
 
     @classmethod
+    def from_checkpoint(cls, path) -> "PrecomputedTextEncoder | None":
+        """The prompt features stored in a checkpoint (unipose_model.model_file), or None."""
+        from .model_file import read_model_file_info
+
+        info = read_model_file_info(path)
+        if not info.text_table:
+            return None
+        return cls(info.text_table, known=info.known_prompts() or None,
+                   name=f"precomputed in {Path(path).name} ({info.text_encoder or 'unknown encoder'})")
+
+    @classmethod
     def from_file(cls, path) -> "PrecomputedTextEncoder":
-        """Load a table from .npz (one array per key), .json ({key: [512 floats]}) or .pt/.pth."""
+        """Load a table from .npz (one array per key), .json ({key: [512 floats]}) or .pt/.pth
+        (a {key: feature} mapping, a training feature cache {"texts", "features"}, or a
+        checkpoint that carries "text_features")."""
         path = Path(path)
         if not path.is_file():
             raise TextEncoderError(f"text feature file not found: {path}")
@@ -162,6 +179,12 @@ class PrecomputedTextEncoder(TextEncoder):
             table = json.loads(path.read_text())
         elif suffix in (".pt", ".pth"):
             table = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(table, Mapping) and "text_features" in table:
+                found = cls.from_checkpoint(path)
+                if found is not None:
+                    return found
+            if isinstance(table, Mapping) and "texts" in table and "features" in table:
+                table = dict(zip(table["texts"], table["features"].float()))
         else:
             raise TextEncoderError(f"unsupported text feature file {path} (use .npz, .json or .pt)")
         if not isinstance(table, Mapping):
@@ -176,6 +199,9 @@ class PrecomputedTextEncoder(TextEncoder):
                 rows.append(self.table[text])
             elif bare in self.table:
                 rows.append(self.table[bare])
+            elif self.known:
+                raise TextEncoderError(f"no precomputed text feature for {bare!r} (prompt {text!r}): "
+                                       f"this model knows only: {self.known}")
             else:
                 known = ", ".join(sorted(self.table)[:50])
                 more = "" if len(self.table) <= 50 else f" ... ({len(self.table)} in all)"
@@ -393,12 +419,20 @@ def parse_dtype(dtype) -> torch.dtype:
 
 
 def build_text_encoder(kind: str = "clip", *, clip_weights=None, device="auto",
-                       salt: int = 0) -> TextEncoder:
-    """CLI helper: "clip", "hash", or a path to a precomputed feature file."""
+                       salt: int = 0, checkpoint=None) -> TextEncoder:
+    """CLI helper: "clip", "hash", a path to a precomputed feature file, or "auto": the prompt
+    features stored in `checkpoint` when it carries them (no CLIP needed), else CLIP."""
+    if kind == "auto":
+        if checkpoint is not None and Path(str(checkpoint)).is_file():
+            found = PrecomputedTextEncoder.from_checkpoint(checkpoint)
+            if found is not None:
+                return found
+        kind = "clip"
     if kind == "clip":
         return ClipTextEncoder(weights=clip_weights or CLIP_PRETRAINED_TAG, device=device)
     if kind == "hash":
         return HashTextEncoder(salt=salt)
     if Path(kind).suffix.lower() in (".npz", ".json", ".pt", ".pth"):
         return PrecomputedTextEncoder.from_file(kind)
-    raise ValueError(f"unknown text encoder {kind!r}: use 'clip', 'hash' or a feature file (.npz/.json/.pt)")
+    raise ValueError(f"unknown text encoder {kind!r}: use 'auto', 'clip', 'hash' or a feature file "
+                     "(.npz/.json/.pt)")

@@ -25,7 +25,7 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "unipose_r50, unipose_tiny (small test model)."),
     Param("checkpoint", "", "Checkpoint file (official .pth). Empty: ~/.cache/unipose/<model>.pth; "
           "'reference': deterministic random weights for testing."),
-    Param("text_encoder", "clip", "Prompt text encoder: 'clip' (CLIP ViT-B/32), 'hash' (testing, "
+    Param("text_encoder", "auto", "Prompt text encoder: 'auto' (the checkpoint's own prompt features if it carries them, else CLIP), 'clip' (CLIP ViT-B/32), 'hash' (testing, "
           "no weights), or a precomputed feature file."),
     Param("clip_weights", "", "CLIP weights file or directory for offline machines (empty: the "
           "open_clip cache)."),

@@ -49,7 +49,9 @@ def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: SpatialShapes,
 
 
 _IMPLS: Dict[str, DeformAttnImpl] = {"pytorch": ms_deform_attn_pytorch}
-_ACTIVE = {"name": "pytorch"}
+# "auto": the Triton kernel for CUDA tensors when triton works, else the reference.
+_ACTIVE = {"name": "auto"}
+_TRITON_STATE: Dict[str, bool] = {}
 
 
 def register_deform_attn_impl(name: str, fn: DeformAttnImpl) -> None:
@@ -57,8 +59,24 @@ def register_deform_attn_impl(name: str, fn: DeformAttnImpl) -> None:
     _IMPLS[name] = fn
 
 
-def get_deform_attn_impl(name: str | None = None) -> DeformAttnImpl:
+def _triton_available() -> bool:
+    """Import (and so register) the Triton kernel once; False where triton cannot be used."""
+    if "ok" not in _TRITON_STATE:
+        try:
+            from . import triton_deform_attn  # noqa: F401  (registers "triton")
+            _TRITON_STATE["ok"] = True
+        except Exception:  # noqa: BLE001 - no triton, or a triton without a usable backend
+            _TRITON_STATE["ok"] = False
+    return _TRITON_STATE["ok"]
+
+
+def get_deform_attn_impl(name: str | None = None, device: torch.device | None = None) -> DeformAttnImpl:
     name = name or _ACTIVE["name"]
+    if name == "auto":
+        cuda = device is not None and torch.device(device).type == "cuda"
+        name = "triton" if cuda and _triton_available() else "pytorch"
+    if name == "triton":
+        _triton_available()
     if name not in _IMPLS:
         raise KeyError(f"unknown deformable-attention implementation {name!r}; "
                        f"available: {sorted(_IMPLS)}")
@@ -143,5 +161,5 @@ class MSDeformAttn(nn.Module):
                          + offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference points must end in 2 or 4 values, got {reference_points.shape[-1]}")
-        out = get_deform_attn_impl()(value, spatial_shapes, locations, weights)
+        out = get_deform_attn_impl(device=value.device)(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

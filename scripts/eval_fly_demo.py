@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Score the bundled fly model on the held-out frames of the fly clip (frames >= 1200).
+
+    python scripts/eval_fly_demo.py                       # all 300 held-out frames
+    python scripts/eval_fly_demo.py --frames 1200:1500:10 --checkpoint outputs/fly_demo/best.pth
+
+Runs the Predictor exactly as users do (prompt "fly", the checkpoint's own input size and prompt
+features) and scores it with training.evaluation:
+  * found: a ground-truth fly is found when a detection overlaps its box with IoU >= 0.5
+    (one detection per fly, best score first); "both found" = frames where both flies are;
+  * PCK@0.2: keypoint within 0.2 x max(box w, h) of the truth (training/evaluation/pck.py);
+  * box AP (COCO) and the count of detections that match no fly (false positives).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED = Path(os.environ.get("UNIPOSE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+LABELS = SHARED / "lab" / "fly_clip" / "clip_keypoints_coco.json"
+
+
+def frame_range(text: str) -> range:
+    parts = [int(p) for p in text.split(":")]
+    return range(*parts)
+
+
+def match_found(dets: list[dict], gts: list, iou_thr: float) -> tuple[int, int]:
+    """(ground-truth flies found, detections matching none) for one frame."""
+    from training.evaluation.oks import box_iou_matrix
+
+    dets = sorted(dets, key=lambda d: -d["score"])
+    iou = box_iou_matrix([d["bbox"] for d in dets], [g.bbox for g in gts], np.zeros(len(gts)))
+    free, found, unmatched = set(range(len(gts))), 0, 0
+    for i in range(len(dets)):
+        best = max(free, key=lambda g: iou[i, g], default=None)
+        if best is not None and iou[i, best] >= iou_thr:
+            free.discard(best)
+            found += 1
+        else:
+            unmatched += 1
+    return found, unmatched
+
+
+def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
+             iou_thr: float = 0.5) -> dict:
+    import cv2
+
+    from training.dataset import SourceConfig, load_source
+    from training.evaluation.report import evaluate_dataset
+    from unipose_model.predictor import Predictor
+
+    gt = load_source(SourceConfig(ann=str(LABELS), images=str(LABELS.parent), name="fly_clip"))
+    wanted = set(frames)
+    gt.images = [im for im in gt.images if im.id in wanted]
+    gt.instances = [i for i in gt.instances if i.image_id in wanted]
+    by_image = gt.instances_by_image()
+    kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
+    predictor = Predictor(checkpoint=checkpoint, device="cpu", **kwargs)
+
+    cap = cv2.VideoCapture(video)
+    cap.set(cv2.CAP_PROP_POS_FRAMES, frames.start)
+    results, per_frame, seconds = [], [], []
+    for index in range(frames.start, frames.stop):
+        ok, frame = cap.read()
+        if not ok:
+            raise IOError(f"cannot read frame {index} of {video}")
+        if index not in wanted:
+            continue
+        t0 = time.perf_counter()
+        instances = predictor.predict(frame, "fly", color="bgr")
+        seconds.append(time.perf_counter() - t0)
+        dets = [inst.to_coco(index, category_id=1) for inst in instances]
+        results += dets
+        found, extra = match_found(dets, by_image.get(index, []), iou_thr)
+        per_frame.append({"frame": index, "detections": len(dets), "found": found, "extra": extra,
+                          "flies": len(by_image.get(index, []))})
+    cap.release()
+    row = evaluate_dataset(gt, results, pck_thr=0.2)
+    both = sum(f["found"] == f["flies"] for f in per_frame)
+    return {
+        "checkpoint": str(predictor.checkpoint), "frames": f"{frames.start}:{frames.stop}:{frames.step}",
+        "num_frames": len(per_frame), "box_threshold": predictor.box_threshold,
+        "input_size": [predictor.short_side, predictor.max_size],
+        "both_flies_found": both / max(1, len(per_frame)),
+        "flies_found": sum(f["found"] for f in per_frame) / max(1, sum(f["flies"] for f in per_frame)),
+        "false_positives_per_frame": sum(f["extra"] for f in per_frame) / max(1, len(per_frame)),
+        "frames_with_exactly_2_detections": sum(f["detections"] == 2 for f in per_frame) / max(1, len(per_frame)),
+        "PCK@0.2": row["PCK@0.2"], "PCK_keypoints@0.2": row["PCK_keypoints"],
+        "PCK@0.1": evaluate_dataset(gt, results, pck_thr=0.1)["PCK@0.1"],
+        "box_AP": row.get("box AP"), "seconds_per_frame": float(np.mean(seconds)),
+        "missed_frames": [f["frame"] for f in per_frame if f["found"] < f["flies"]][:20],
+    }
+
+
+def main(argv=None) -> int:
+    from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT))
+    p.add_argument("--frames", default="1200:1500", help="start:stop[:step] (default 1200:1500, all held out)")
+    p.add_argument("--video", default=str(BUNDLED_VIDEO))
+    p.add_argument("--box-threshold", type=float, default=None, help="default: the Predictor's (0.1)")
+    p.add_argument("--json", help="also write the numbers to this file")
+    args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(1)  # 2 threads lose to 1 on a shared 2-core machine
+    frames = frame_range(args.frames)
+    if frames.start < 1200:
+        print("warning: frames below 1200 were used for training", file=sys.stderr)
+    out = evaluate(args.checkpoint, frames, args.video, args.box_threshold)
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The bundled fly model: loads without naming a model, finds both flies on held-out frames,
+answers unknown prompts with what it knows; the self-describing checkpoint format."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from shared_paths import DATA
+from unipose_model.model_file import (BUNDLED_CHECKPOINT, BUNDLED_VIDEO, read_model_file_info,
+                                      save_model_file)
+from unipose_model.predictor import Predictor, UnknownPromptError
+from unipose_model.text_encoder import PrecomputedTextEncoder, TextEncoderError
+
+LABELS = DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json"
+HELD_OUT = (1200, 1300)   # frames >= 1200 were never trained on
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor(checkpoint=BUNDLED_CHECKPOINT, device="cpu")
+
+
+def _frame(index):
+    cap = cv2.VideoCapture(str(BUNDLED_VIDEO))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame
+
+
+def _iou(a, b):
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def test_bundle_is_small_and_self_describing():
+    assert BUNDLED_CHECKPOINT.stat().st_size < 25e6 and BUNDLED_VIDEO.is_file()
+    info = read_model_file_info(BUNDLED_CHECKPOINT)
+    assert info.model_name == "unipose_tiny" and info.input_size["short_side"] > 0
+    assert "a photo of fly" in info.text_table
+    assert info.vocabulary[0]["categories"] == ["fly"] and len(info.vocabulary[0]["keypoints"]) == 13
+
+
+@pytest.mark.skipif(not LABELS.is_file(), reason="shared fly labels not available")
+@pytest.mark.parametrize("index", HELD_OUT)
+def test_finds_both_flies_on_held_out_frames(predictor, index):
+    """A regression check at the level of the model card (held-out PCK@0.2 0.49, both flies
+    found in 81 % of frames): both flies boxed, half of the keypoints within 0.2 of the box."""
+    gts = [a for a in json.loads(LABELS.read_text())["annotations"] if a["image_id"] == index]
+    found = predictor.predict(_frame(index), "fly", color="bgr")
+    assert len(found) >= 2
+    correct = []
+    for gt in gts:
+        x, y, w, h = gt["bbox"]
+        best = max(found, key=lambda inst: _iou(inst.box, (x, y, x + w, y + h)))
+        assert _iou(best.box, (x, y, x + w, y + h)) >= 0.5
+        kp = np.asarray(gt["keypoints"], float).reshape(-1, 3)
+        correct.append((np.linalg.norm(best.keypoints[:, :2] - kp[:, :2], axis=1) / max(w, h) < 0.2).mean())
+    assert np.mean(correct) >= 0.45, correct
+    assert found[0].keypoint_names[:3] == ("head", "thorax", "abdomen") and found[0].skeleton
+
+
+def test_default_predictor_is_the_bundled_model_without_official_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("UNIPOSE_CACHE", str(tmp_path))   # no official checkpoint there
+    p = Predictor(device="cpu")
+    assert p.checkpoint == BUNDLED_CHECKPOINT and p.config.name == "unipose_tiny"
+    assert p.text_encoder.name.startswith("precomputed")
+
+
+def test_unknown_prompt_lists_what_the_model_knows(predictor):
+    for prompt in ("mouse", "fly: antenna", "person"):
+        with pytest.raises(UnknownPromptError, match=r"Known prompts: fly \(keypoints: head, thorax"):
+            predictor.prepare_prompt(prompt)
+    assert predictor.prepare_prompt("fly: head, thorax").groups[0].keypoint_names == ("head", "thorax")
+
+
+def test_official_format_and_half_weights_still_load(tmp_path):
+    from unipose_model import build_model, load_official_checkpoint
+
+    model = build_model("unipose_tiny")
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": model.state_dict()}, plain)            # the official layout, nothing else
+    assert read_model_file_info(plain).model_name is None
+    p = Predictor("unipose_tiny", plain, device="cpu", text_encoder="hash")
+    assert p.short_side == 800 and p.vocabulary is None
+
+    half = tmp_path / "half.pth"
+    save_model_file(half, model.state_dict(), model_name="unipose_tiny", texts=["a photo of fly"],
+                    features=torch.ones(1, 512), text_encoder="test", half=True)
+    assert torch.load(half, weights_only=True)["model"]["input_proj.0.0.weight"].dtype == torch.float16
+    other = build_model("unipose_tiny")
+    load_official_checkpoint(other, half)
+    w = other.state_dict()["input_proj.0.0.weight"]
+    assert w.dtype == torch.float32 and torch.equal(w, model.state_dict()["input_proj.0.0.weight"].half().float())
+    enc = PrecomputedTextEncoder.from_file(half)                 # the table inside a checkpoint
+    assert torch.equal(enc.encode_instances(["fly"])[0], torch.ones(512))
+    with pytest.raises(TextEncoderError, match="known: a photo of fly"):
+        enc.encode_instances(["mouse"])

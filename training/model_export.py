@@ -1,0 +1,136 @@
+"""What a trained checkpoint needs to run on its own: config, vocabulary, prompt features.
+
+The trainer adds these entries to every checkpoint it writes (unipose_model/model_file.py has
+the layout); `python -m training.model_export RUN_CHECKPOINT OUT.pth` turns a training
+checkpoint into a small deployable file (no optimizer state, optionally float16 weights).
+
+Only the inference-template texts are stored ("a photo of fly", "a photo of left wing"): those
+are what the Predictor asks for. Negative classes are stored too, so a prompt naming them is
+answered by the function the model was trained with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from unipose_model.text_encoder import instance_prompt, keypoint_prompt
+from unipose_model.vocabulary import category_key, normalize_name
+
+from .augment import swap_left_right
+
+
+def vocabulary_entries(sources) -> List[Dict[str, Any]]:
+    """Keypoint-set entries (keypoint_sets.json layout) for the categories of the training data."""
+    entries, seen = [], set()
+    for ds in sources:
+        for c in ds.categories:
+            name = category_key(c.name)
+            if name in seen:
+                continue
+            seen.add(name)
+            entry = {"id": re.sub(r"[^a-z0-9_]", "_", name), "description": f"trained on {ds.dataset}", "source": str(ds.dataset),
+                     "keypoints": [normalize_name(k) for k in c.keypoints],
+                     "skeleton": [list(map(int, p)) for p in c.skeleton],
+                     "flip_pairs": [list(map(int, p)) for p in c.flip_pairs], "categories": [name]}
+            if c.sigmas:
+                entry["sigmas"] = [float(v) for v in c.sigmas]
+            entries.append(entry)
+    return entries
+
+
+def inference_texts(vocabulary: List[Dict[str, Any]], negatives: List[str]) -> List[str]:
+    """The prompt texts the Predictor produces for this vocabulary (and the negative classes)."""
+    texts: Dict[str, None] = {}
+    for entry in vocabulary:
+        for c in entry["categories"]:
+            texts[instance_prompt(c)] = None
+        for k in entry["keypoints"]:
+            texts[keypoint_prompt(k)] = None
+            texts[keypoint_prompt(swap_left_right(k))] = None
+    for n in negatives:
+        texts[instance_prompt(n)] = None
+    return list(texts)
+
+
+def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[str, Any]:
+    """The self-describing entries for a checkpoint of this run (see unipose_model.model_file)."""
+    vocab = vocabulary_entries(sources)
+    negatives = negative_pool if cfg.data.prompts.num_negatives > 0 and not cfg.data.prompts.fixed else []
+    texts = inference_texts(vocab, negatives)
+    aug = cfg.data.augment
+    return {"model_config": {"name": cfg.model.name, "overrides": dict(cfg.model.overrides)},
+            "text_features": {"encoder": table.encoder.name, "texts": texts,
+                              "features": table.lookup(texts).detach().cpu().float()},
+            "vocabulary": vocab,
+            "input_size": {"short_side": int(aug.eval_size), "max_size": int(aug.max_size)}}
+
+
+def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
+           info: Optional[Dict[str, Any]] = None) -> Path:
+    """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
+    checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`)."""
+    from unipose_model.model_file import save_model_file
+
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    entries = {k: ckpt[k] for k in ("model_config", "text_features", "vocabulary", "input_size") if k in ckpt}
+    if len(entries) < 4:
+        entries = _entries_from_config(config, ckpt, Path(src).parent)
+    tf = entries["text_features"]
+    meta = dict(ckpt.get("info") or {})
+    meta.update({"step": ckpt.get("step"), "source_checkpoint": Path(src).name})
+    if ckpt.get("metrics"):
+        meta["val_metrics_during_training"] = ckpt["metrics"]
+    meta.update(info or {})
+    return save_model_file(dst, ckpt["model"], model_name=entries["model_config"]["name"],
+                           overrides=entries["model_config"].get("overrides"), texts=tf["texts"],
+                           features=tf["features"], text_encoder=tf["encoder"],
+                           vocabulary=entries["vocabulary"], input_size=entries["input_size"],
+                           info={k: v for k, v in meta.items() if v is not None}, half=half)
+
+
+def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
+    from .dataset import load_source
+    from .text_features import build_table
+    from .trainer import expand_index_sources, load_config, _build, TrainConfig
+
+    if config:
+        cfg = load_config(config)
+    elif "config" in ckpt:
+        cfg = _build(TrainConfig, json.loads(ckpt["config"]), "")
+    else:
+        raise ValueError("the checkpoint carries no config: pass --config CONFIG.yaml (the run's)")
+    sources = [load_source(s) for s in expand_index_sources(cfg.data.train)]
+    if cfg.data.negative_pool == "vocabulary":
+        from .unikpt.vocabulary import UniKPTVocabulary
+        pool = UniKPTVocabulary.load().category_names()
+    else:
+        pool = [c.name for ds in sources for c in ds.categories]
+    cache = cfg.text.cache or str(run_dir / "text_features.pt")
+    table = build_table(cfg.text.encoder, [], "cpu", cache if Path(cache).is_file() else None,
+                        cfg.text.clip_weights, write_cache=False)
+    return model_file_entries(cfg, sources, pool, table)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.model_export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="trainer checkpoint (checkpoint_*.pth or best.pth)")
+    p.add_argument("output", help="deployable .pth to write")
+    p.add_argument("--config", help="the run's YAML config (for checkpoints that carry none)")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights (default float16)")
+    p.add_argument("--info", help="JSON object of provenance to store (data, split, metrics, ...)")
+    args = p.parse_args(argv)
+    path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
+                  info=json.loads(args.info) if args.info else None)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

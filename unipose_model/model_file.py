@@ -1,0 +1,108 @@
+"""Self-describing checkpoints: weights plus what is needed to run them without other files.
+
+The official format is ``{"model": state_dict}``. A file written by :func:`save_model_file` keeps
+that key (so any official-format loader still reads it) and adds:
+
+    "model_config":  {"name": "unipose_tiny", "overrides": {...}}   -> build the right model
+    "text_features": {"encoder": ..., "texts": [...], "features": (M, 512)}
+                     the prompt features the model was trained with, keyed by prompt text
+                     (the layout of training/text_features.py's cache), so prompts need no
+                     text encoder and no CLIP weights
+    "vocabulary":    keypoint-set entries (the keypoint_sets.json layout) of the categories the
+                     model knows: "fly" means *its* 13 keypoints, not the default 32
+    "input_size":    {"short_side": S, "max_size": M} the resolution it was trained for
+    "info":          free-form provenance (data, split, command, metrics)
+
+Weights may be stored as float16 (half the file); loading casts them to the model's dtype.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+BUNDLED_CHECKPOINT = DATA_DIR / "fly_demo.pth"   # trained here on the fly clip (docs/MODEL_CARD_fly.md)
+BUNDLED_VIDEO = DATA_DIR / "sample_fly.mp4"       # its data: SLEAP's two-fly clip (BSD, SAMPLE_LICENSE.txt)
+
+
+@dataclass
+class ModelFileInfo:
+    """Everything in a checkpoint file besides the weights (all optional)."""
+
+    model_name: Optional[str] = None
+    model_overrides: Dict[str, Any] = field(default_factory=dict)
+    text_encoder: Optional[str] = None
+    text_table: Optional[Dict[str, torch.Tensor]] = None     # prompt text -> (512,) float32
+    vocabulary: Optional[List[Dict[str, Any]]] = None
+    input_size: Optional[Dict[str, int]] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    def known_prompts(self) -> str:
+        """'fly (head, thorax, ...)' for each category of the vocabulary: for error messages."""
+        if not self.vocabulary:
+            return ""
+        parts = [f"{', '.join(s['categories'])} (keypoints: {', '.join(s['keypoints'])})"
+                 for s in self.vocabulary]
+        return "; ".join(parts)
+
+
+def read_model_file_info(path: str | os.PathLike) -> ModelFileInfo:
+    """The extra entries of a checkpoint; an official file (or a plain state dict) gives an empty
+    ModelFileInfo. Memory-mapped, so probing a large official file reads almost nothing."""
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable files are reported by the weight loader
+        return ModelFileInfo()
+    if not isinstance(obj, Mapping):
+        return ModelFileInfo()
+    out = ModelFileInfo(info=dict(obj.get("info") or {}))
+    cfg = obj.get("model_config")
+    if isinstance(cfg, Mapping):
+        out.model_name = cfg.get("name")
+        out.model_overrides = dict(cfg.get("overrides") or {})
+    text = obj.get("text_features")
+    if isinstance(text, Mapping) and "texts" in text and "features" in text:
+        feats = text["features"].to(torch.float32)
+        out.text_table = {t: feats[i].clone() for i, t in enumerate(text["texts"])}
+        out.text_encoder = text.get("encoder")
+    if obj.get("vocabulary"):
+        out.vocabulary = [dict(s) for s in obj["vocabulary"]]
+    if isinstance(obj.get("input_size"), Mapping):
+        out.input_size = {k: int(v) for k, v in obj["input_size"].items()}
+    return out
+
+
+def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
+                    model_name: str, overrides: Optional[Mapping[str, Any]] = None,
+                    texts: Sequence[str] = (), features: Optional[torch.Tensor] = None,
+                    text_encoder: str = "", vocabulary: Optional[Sequence[Mapping]] = None,
+                    input_size: Optional[Mapping[str, int]] = None, info: Optional[Mapping] = None,
+                    half: bool = False) -> Path:
+    """Write a self-describing checkpoint (official layout plus the entries above)."""
+    def small(t: torch.Tensor) -> torch.Tensor:
+        return t.detach().cpu().half() if half and t.is_floating_point() else t.detach().cpu()
+
+    obj: Dict[str, Any] = {"model": {k: small(v) for k, v in state_dict.items()},
+                           "model_config": {"name": model_name, "overrides": dict(overrides or {})}}
+    if features is not None:
+        if len(texts) != len(features):
+            raise ValueError(f"{len(texts)} texts but {len(features)} feature rows")
+        # features stay float32: they are tiny, and float16 would move the model's inputs
+        obj["text_features"] = {"encoder": text_encoder, "texts": list(texts),
+                                "features": features.detach().cpu().float()}
+    if vocabulary:
+        obj["vocabulary"] = [dict(s) for s in vocabulary]
+    if input_size:
+        obj["input_size"] = dict(input_size)
+    if info:
+        obj["info"] = dict(info)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
