@@ -178,3 +178,10 @@ def test_checkpoint_errors_are_clear(tmp_path, manifest_ckpt):
     torch.save({"model": sd}, part)
     with pytest.raises(CheckpointError, match=r"1 missing: transformer.tgt_embed.weight; 1 unexpected: extra.weight"):
         load_official_checkpoint(model, part)
+    # a fitting checkpoint with a non-finite tensor (e.g. a diverged run)
+    sd = fill_reference_weights(build_model("unipose_tiny")).state_dict()
+    sd["transformer.tgt_embed.weight"][0, 0] = float("nan")
+    bad = tmp_path / "nan.pth"
+    torch.save({"model": sd}, bad)
+    with pytest.raises(CheckpointError, match="transformer.tgt_embed.weight contains NaN"):
+        load_official_checkpoint(model, bad)

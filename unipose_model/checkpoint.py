@@ -82,21 +82,20 @@ def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor],
     own = model.state_dict()
     report = LoadReport(path=source, loaded=0)
     usable = {}
-    shape_errors = []
+    shape_errors: Dict[str, str] = {}  # key -> "checkpoint (..) vs model (..)"
     for key, value in state.items():
         if key.startswith(IGNORED_PREFIXES) or key.startswith(KNOWN_UNUSED_PREFIXES):
             report.ignored.append(key)
         elif key not in own:
             report.unexpected.append(key)
         elif tuple(value.shape) != tuple(own[key].shape):
-            shape_errors.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}")
+            shape_errors[key] = f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
         else:
             usable[key] = value
-    report.missing = [k for k in own if k not in usable and k not in dict.fromkeys(shape_errors)]
-    report.missing = [k for k in report.missing if not any(e.startswith(k + ":") for e in shape_errors)]
+    report.missing = [k for k in own if k not in usable and k not in shape_errors]
     problems = []
     if shape_errors:
-        problems.append(f"{len(shape_errors)} mis-shaped: {_short_list(shape_errors, 5)}")
+        problems.append(f"{len(shape_errors)} mis-shaped: {_short_list(shape_errors.values(), 5)}")
     if report.missing:
         problems.append(f"{len(report.missing)} missing: {_short_list(report.missing)}")
     if report.unexpected:
@@ -107,8 +106,9 @@ def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor],
         raise CheckpointError(f"checkpoint {source} does not fit model '{name}': " + "; ".join(problems)
                               + ". Is it a checkpoint of this model configuration?")
     for key, value in usable.items():
-        if not torch.isfinite(value).all() if value.is_floating_point() else False:
-            raise CheckpointError(f"checkpoint {source}: tensor {key} contains NaN or Inf")
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise CheckpointError(f"checkpoint {source}: tensor {key} contains NaN or Inf; "
+                                  f"the file is damaged or came from a diverged training run")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in usable.items()}, strict=False)
     report.loaded = len(usable)
     return report

@@ -76,7 +76,10 @@ class MP100Evaluator:
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is None:
                 raise FileNotFoundError(f"MP-100 image not found or unreadable: {path} (check --images-root)")
-            self._images = {file_name: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)}  # keep one: episodes reuse it
+            # episodes alternate between a category's few images: keep the last few, not all
+            self._images[file_name] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            while len(self._images) > 4:
+                self._images.pop(next(iter(self._images)))
         return self._images[file_name]
 
     def support(self, split_images, ann):
