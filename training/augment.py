@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -126,6 +126,58 @@ def crop(image: np.ndarray, ann: Annotation, top: int, left: int, height: int, w
     return image[top:top + height, left:left + width], out
 
 
+def rotate(image: np.ndarray, ann: Annotation, degrees: float) -> Tuple[np.ndarray, Annotation]:
+    """Rotate about the image centre (counter-clockwise for positive `degrees`), same canvas size.
+
+    Boxes that hug their keypoints (the keypoints span >= 90 % of the box on both axes, as in
+    boxes made from keypoints) become the box of the rotated keypoints; other boxes become the
+    box of their rotated corners, clipped to the image. Rotation keeps an object's handedness,
+    so left/right names stay. Keypoints rotated out of the canvas become unlabelled.
+    """
+    out = _copy(ann)
+    h, w = image.shape[:2]
+    M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
+    rotated = cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+
+    def apply(points: np.ndarray) -> np.ndarray:
+        return points @ M[:, :2].T + M[:, 2]
+
+    kpts = out["keypoints"].copy()
+    labelled = kpts[..., 2] > 0
+    kpts[..., :2] = apply(kpts[..., :2].reshape(-1, 2)).reshape(kpts.shape[:-1] + (2,))
+    inside = (kpts[..., 0] >= 0) & (kpts[..., 0] < w) & (kpts[..., 1] >= 0) & (kpts[..., 1] < h)
+    kpts[~(labelled & inside)] = 0.0
+    boxes = out["boxes"]
+    new_boxes = np.zeros_like(boxes)
+    for m, (x0, y0, x1, y1) in enumerate(boxes):
+        old = ann["keypoints"]
+        pts = np.asarray(old, dtype=np.float64).reshape(len(boxes), -1, 3)[m]
+        pts = pts[pts[:, 2] > 0, :2]
+        hugs = len(pts) >= 2 and np.ptp(pts[:, 0]) >= 0.9 * (x1 - x0) and np.ptp(pts[:, 1]) >= 0.9 * (y1 - y0)
+        kept = labelled[m] & inside[m]
+        if hugs and kept.sum() >= 2:
+            corners = kpts[m, kept, :2]
+        else:
+            corners = apply(np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float64))
+        new_boxes[m] = (corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max())
+    new_boxes[:, 0::2] = new_boxes[:, 0::2].clip(0, w)
+    new_boxes[:, 1::2] = new_boxes[:, 1::2].clip(0, h)
+    out["boxes"], out["keypoints"] = new_boxes, kpts
+    return rotated, out
+
+
+def _window_start(rng: np.random.Generator, lo: float, hi: float, size: int, limit: int) -> int:
+    """Random start of a `size` window within [0, limit) that covers [lo, hi] (or its centre
+    when the object is larger than the window)."""
+    if hi - lo > size:
+        lo = hi = (lo + hi) / 2.0
+    first = max(0, int(np.ceil(hi)) - size)
+    last = min(int(np.floor(lo)), limit - size)
+    if last < first:
+        return int(rng.integers(0, limit - size + 1))
+    return int(rng.integers(first, last + 1))
+
+
 @dataclass
 class AugmentConfig:
     scales: List[int] = field(default_factory=lambda: list(range(480, 801, 32)))
@@ -136,6 +188,12 @@ class AugmentConfig:
     crop_min: int = 384
     crop_max: int = 600
     eval_size: int = 800     # evaluation: fixed short side
+    eval_max_size: Optional[int] = None  # evaluation long-side cap; None: max_size
+    rotate_prob: float = 0.0  # the paper does not rotate; top-down lab video (any heading) wants it
+    rotate_max: float = 180.0  # degrees, uniform in [-rotate_max, rotate_max]
+    # Crop windows placed to contain one randomly chosen object whole (where it fits): small
+    # objects in a large frame (lab video) then train at full resolution on small images.
+    crop_around_objects: bool = False
 
 
 class Augmenter:
@@ -149,16 +207,23 @@ class Augmenter:
                  ) -> Tuple[np.ndarray, Annotation]:
         c = self.cfg
         if not self.train:
-            return resize(image, ann, c.eval_size, c.max_size)
+            return resize(image, ann, c.eval_size, c.eval_max_size or c.max_size)
         if rng.random() < c.flip_prob:
             image, ann = hflip(image, ann)
+        if c.rotate_prob > 0 and rng.random() < c.rotate_prob:
+            image, ann = rotate(image, ann, float(rng.uniform(-c.rotate_max, c.rotate_max)))
         if rng.random() < c.crop_prob:
             image, ann = resize(image, ann, int(rng.choice(c.crop_resize_scales)), None)
             h, w = image.shape[:2]
             ch = int(rng.integers(min(c.crop_min, h), min(c.crop_max, h) + 1))
             cw = int(rng.integers(min(c.crop_min, w), min(c.crop_max, w) + 1))
-            top = int(rng.integers(0, h - ch + 1))
-            left = int(rng.integers(0, w - cw + 1))
+            if c.crop_around_objects and len(ann["boxes"]):
+                box = ann["boxes"][int(rng.integers(len(ann["boxes"])))]
+                left = _window_start(rng, box[0], box[2], cw, w)
+                top = _window_start(rng, box[1], box[3], ch, h)
+            else:
+                top = int(rng.integers(0, h - ch + 1))
+                left = int(rng.integers(0, w - cw + 1))
             window = crop(image, ann, top, left, ch, cw)
             if len(window[1]["boxes"]) or not len(ann["boxes"]):
                 image, ann = window  # a window without any object is skipped: it leaves no targets

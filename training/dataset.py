@@ -26,11 +26,25 @@ from torch.utils.data import Dataset, Sampler
 
 from unipose_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-from .augment import Augmenter, infer_flip_pairs
+from .augment import Augmenter, infer_flip_pairs, swap_left_right
 from .prompts import PromptBuilder
 from .unikpt.format import Category, Image, Instance, UniKPT, load as load_unikpt
 
 DEFAULT_SIGMA = 0.05   # OKS sigma where a dataset defines none (COCO-like, uniform)
+
+
+@dataclass
+class VisualPromptSampling:
+    """Visual prompts in training (the paper trains text and visual prompts jointly).
+
+    With probability `prob` a sample's keypoint category is prompted by a support: another
+    instance of the same category (from another image when there is one) with its keypoints,
+    cropped as at inference (unipose_model.visual_prompt.prepare_support). Of those samples,
+    `with_text_prob` average the visual features with the text ones (both prompts given)."""
+    prob: float = 0.0
+    with_text_prob: float = 0.25
+    size: int = 224             # support crop side; must equal the encoder's image size
+    min_visible: int = 1        # support instances need at least this many labelled keypoints
 
 
 # ---------------------------------------------------------------------- sources
@@ -226,8 +240,10 @@ class Record:
 class KeypointDataset(Dataset):
     def __init__(self, sources: Sequence[UniKPT], augmenter: Augmenter, prompts: PromptBuilder,
                  max_keypoints: int = 68, image_ids: Optional[Sequence[Optional[Sequence[int]]]] = None,
-                 max_images: Optional[Sequence[Optional[int]]] = None):
+                 max_images: Optional[Sequence[Optional[int]]] = None,
+                 visual: Optional[VisualPromptSampling] = None):
         self.sources = list(sources)
+        self.visual = visual if visual is not None and visual.prob > 0 else None
         self.augmenter = augmenter
         self.prompts = prompts
         self.max_keypoints = max_keypoints
@@ -252,6 +268,13 @@ class KeypointDataset(Dataset):
                 if cap is not None and len(self.records) - start >= cap:
                     break
             self.source_ranges.append((start, len(self.records)))
+        # (source, category id) -> [(record, instance)]: where visual-prompt supports come from
+        self.support_pool: Dict[Tuple[int, int], List[Tuple[int, int]]] = {}
+        for r, rec in enumerate(self.records):
+            for m, inst in enumerate(rec.instances):
+                need = self.visual.min_visible if self.visual else 1
+                if inst.num_keypoints >= need:
+                    self.support_pool.setdefault((rec.source, inst.category_id), []).append((r, m))
         self._preload_video_frames()
 
     def _preload_video_frames(self) -> None:
@@ -337,8 +360,41 @@ class KeypointDataset(Dataset):
         tensor = (tensor - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
         meta = {"index": index, "image_id": rec.image.id, "dataset": rec.dataset, "category": kp_cat.name,
                 "keypoint_names": kpt_names, "classes": class_list}
-        return {"image": tensor, "instance_texts": inst_texts, "keypoint_texts": kpt_texts,
-                "target": target, "meta": meta}
+        sample = {"image": tensor, "instance_texts": inst_texts, "keypoint_texts": kpt_texts,
+                  "target": target, "meta": meta}
+        if self.visual is not None and rng.random() < self.visual.prob:
+            column = col.get(kp_cat.name, col.get(swap_left_right(kp_cat.name)))
+            support = self._support(index, rec, kp_cat, keep if K > self.max_keypoints else None, rng)
+            if column is not None and support is not None:
+                support["class_index"] = int(column)
+                support["with_text"] = bool(rng.random() < self.visual.with_text_prob)
+                sample["support"] = support
+        return sample
+
+    def _support(self, index: int, rec: Record, cat: Category, keep: Optional[np.ndarray],
+                 rng: np.random.Generator) -> Optional[Dict]:
+        """A support for `cat`: another instance of it, from another image where possible, with
+        its keypoints in the sample's keypoint order (the same `keep` subset). None if none fits."""
+        from unipose_model.visual_prompt import VisualPrompt, VisualPromptError, prepare_support
+        pool = [p for p in self.support_pool.get((rec.source, cat.id), ())
+                if list(self.categories[self.records[p[0]].source][cat.id].keypoints) == list(cat.keypoints)]
+        others = [p for p in pool if p[0] != index]
+        pool = others or pool
+        if not pool:
+            return None
+        r, m = pool[int(rng.integers(len(pool)))]
+        srec = self.records[r]
+        inst = srec.instances[m]
+        kpts = np.array(inst.keypoints, dtype=np.float64)
+        if keep is not None:
+            kpts = kpts[keep]
+        x, y, w, h = inst.bbox
+        try:
+            prompt = VisualPrompt(read_rgb(srec.path), kpts, class_name=cat.name, box=(x, y, x + w, y + h))
+        except VisualPromptError:
+            return None  # e.g. all kept keypoints unlabelled: this sample keeps its text prompt
+        image, xy, visible = prepare_support(prompt, self.visual.size)
+        return {"image": image, "keypoints": xy, "visible": visible}
 
 
 def collate(batch: Sequence[Dict]) -> Dict:
@@ -354,7 +410,7 @@ def collate(batch: Sequence[Dict]) -> Dict:
         _, h, w = b["image"].shape
         images[i, :, :h, :w] = b["image"]
         masks[i, :h, :w] = False
-    return {"images": images, "masks": masks,
+    return {"images": images, "masks": masks, "supports": [b.get("support") for b in batch],
             "instance_texts": [b["instance_texts"] for b in batch],
             "keypoint_texts": [b["keypoint_texts"] for b in batch],
             "targets": [b["target"] for b in batch], "meta": [b["meta"] for b in batch]}

@@ -94,9 +94,13 @@ def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: Denoisi
                      targets: Sequence[Dict[str, torch.Tensor]], num_boxes: float, weights,
                      instance_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
     """Class focal (positives -> their class, negatives -> nothing), box L1 and GIoU on positives,
-    summed over the decoder layers; keys `dn_cls`, `dn_bbox`, `dn_giou` (weighted)."""
+    summed over the decoder layers; keys `dn_cls`, `dn_bbox`, `dn_giou` (weighted).
+
+    Normalised by num_boxes x the number of groups (as DINO): each group then weighs as much as
+    the matching queries, however many groups fit in `number`."""
     totals: Dict[str, torch.Tensor] = {}
     pos = queries.positive & queries.valid
+    num_boxes = num_boxes * max(queries.labels.shape[1] // queries.group_size, 1)
     for out in dn_outputs:
         logits = out["pred_logits"]
         B, D, N = logits.shape

@@ -68,7 +68,7 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
             "text_features": {"encoder": table.encoder.name, "texts": texts,
                               "features": table.lookup(texts).detach().cpu().float()},
             "vocabulary": vocab,
-            "input_size": {"short_side": int(aug.eval_size), "max_size": int(aug.max_size)}}
+            "input_size": {"short_side": int(aug.eval_size), "max_size": int(aug.eval_max_size or aug.max_size)}}
 
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,

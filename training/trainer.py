@@ -28,8 +28,10 @@ from unipose_model import build_model
 from unipose_model.checkpoint import load_official_checkpoint
 
 from .augment import AugmentConfig, Augmenter
-from .dataset import BalancedSampler, KeypointDataset, SourceConfig, collate, load_source
-from .losses import LossWeights, SetCriterion
+from .denoising import DenoisingConfig, DenoisingQueries, build_denoising_queries, denoising_losses
+from .dataset import (BalancedSampler, KeypointDataset, SourceConfig, VisualPromptSampling, collate,
+                      load_source)
+from .losses import LossWeights, SetCriterion, global_num_boxes
 from .matcher import HungarianMatcher, MatcherWeights
 from .prompts import PromptBuilder, PromptConfig
 from .text_features import TextFeatureTable, build_table
@@ -55,6 +57,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     negative_pool: str = "data"      # "data": categories of the sources; "vocabulary": all UniKPT categories
+    visual_prompts: VisualPromptSampling = field(default_factory=VisualPromptSampling)
     batch_size: int = 2              # per process
     num_workers: int = 2
     samples_per_epoch: Optional[int] = None
@@ -116,6 +119,7 @@ class TrainConfig:
     matcher: MatcherWeights = field(default_factory=MatcherWeights)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
 
     def to_dict(self) -> Dict:
         return dataclasses.asdict(self)
@@ -163,7 +167,9 @@ _SECTIONS = {("TrainConfig", "model"): ModelConfig, ("TrainConfig", "data"): Dat
              ("TrainConfig", "text"): TextConfig, ("TrainConfig", "optim"): OptimConfig,
              ("TrainConfig", "loss"): LossWeights, ("TrainConfig", "matcher"): MatcherWeights,
              ("TrainConfig", "run"): RunConfig, ("TrainConfig", "eval"): EvalConfig,
-             ("DataConfig", "augment"): AugmentConfig, ("DataConfig", "prompts"): PromptConfig,
+             ("TrainConfig", "denoising"): DenoisingConfig,
+             ("DataConfig", "augment"): AugmentConfig,
+             ("DataConfig", "visual_prompts"): VisualPromptSampling, ("DataConfig", "prompts"): PromptConfig,
              ("DataConfig", "train"): list, ("DataConfig", "val"): list}
 
 
@@ -529,7 +535,10 @@ class Trainer:
             if self.is_main:
                 log.info("initialised from %s", report)
         self.frozen = freeze(model, mc.freeze)
-        model.label_enc.weight.requires_grad_(False)  # denoising label queries: unused without DN
+        if self.cfg.denoising.number <= 0:
+            model.label_enc.weight.requires_grad_(False)  # denoising label queries: unused without DN
+        elif self.cfg.denoising.number and model.config.dn_labelbook_size < 1:
+            raise ValueError("denoising needs a model with dn_labelbook_size >= 1")
         model.to(self.device, self.dtype).train()
         self.model = model
         if self.distributed:
@@ -552,9 +561,16 @@ class Trainer:
         pool = self._negative_pool(train_sources)
         self.prompts = PromptBuilder(dc.prompts, pool)
         max_k = self.model.config.max_keypoints
+        visual = dc.visual_prompts
+        if visual.prob > 0:
+            encoder = self.model.visual_prompt_encoder
+            if encoder is None:
+                raise ValueError(f"data.visual_prompts.prob > 0 needs a model with a visual prompt encoder; "
+                                 f"'{self.cfg.model.name}' has none (e.g. use unipose_tiny_visual)")
+            visual = dataclasses.replace(visual, size=int(encoder.image_size))
         self.train_set = KeypointDataset(train_sources, Augmenter(dc.augment, train=True), self.prompts, max_k,
                                          image_ids=[s.image_ids for s in dc.train],
-                                         max_images=[s.max_images for s in dc.train])
+                                         max_images=[s.max_images for s in dc.train], visual=visual)
         self.sampler = BalancedSampler(self.train_set.source_sizes(), dc.batch_size, [s.weight for s in dc.train],
                                        dc.samples_per_epoch, self.cfg.run.seed, self.rank, self.world_size)
         self.val_set = None
@@ -672,10 +688,19 @@ class Trainer:
         images = batch["images"].to(self.device, self.dtype, non_blocking=True)
         masks = batch["masks"].to(self.device, non_blocking=True)
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch["targets"]]
+        inst, kpt = self._apply_visual_prompts(batch.get("supports"), inst, kpt)
+        dn = self._denoising_queries(targets, inst_valid)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.ddp(images, masks, inst.to(self.dtype), kpt.to(self.dtype), kpt_valid, aux=True,
-                           instance_valid=inst_valid)
+                           instance_valid=inst_valid, denoising=None if dn is None else dn.model_input())
         loss, terms = self.criterion(out, targets, inst_valid, kpt_valid)
+        if dn is not None:
+            dn_terms = denoising_losses(out["dn_outputs"], dn, targets, global_num_boxes(targets, self.device),
+                                        self.cfg.loss, inst_valid)
+            scale = self.cfg.denoising.weight
+            for name, value in dn_terms.items():
+                loss = loss + scale * value
+                terms[name] = float(value.detach())
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {self.step}: {terms}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -691,6 +716,49 @@ class Trainer:
         terms["loss"] = float(loss.detach())
         terms["grad_norm"] = float(grad_norm)
         return terms
+
+    def _apply_visual_prompts(self, supports, inst: torch.Tensor, kpt: torch.Tensor):
+        """Samples with a support get the visual prompt encoder's features for their keypoint
+        category (its class column and the keypoint slots), alone or averaged with the text ones."""
+        rows = [b for b, s in enumerate(supports or ()) if s is not None]
+        if not rows:
+            return inst, kpt
+        sup = [supports[b] for b in rows]
+        K = max(len(s["visible"]) for s in sup)
+        images = torch.stack([s["image"] for s in sup]).to(self.device, self.dtype)
+        xy = torch.zeros(len(sup), K, 2)
+        visible = torch.zeros(len(sup), K, dtype=torch.bool)
+        valid = torch.zeros(len(sup), K, dtype=torch.bool)
+        for i, s in enumerate(sup):
+            k = len(s["visible"])
+            xy[i, :k], visible[i, :k], valid[i, :k] = s["keypoints"], s["visible"], True
+        # Outside the DDP forward, but DDP still reduces these gradients: the encoder's outputs
+        # feed the wrapped forward, so its parameters are reached from the loss (the DDP test
+        # with visual prompts checks it).
+        v_inst, v_kpt = self.model.encode_visual_prompt(images, xy.to(self.device, self.dtype),
+                                                        visible.to(self.device), valid.to(self.device))
+        inst, kpt = inst.to(self.device, self.dtype).clone(), kpt.to(self.device, self.dtype).clone()
+        for i, (b, s) in enumerate(zip(rows, sup)):
+            k, c = len(s["visible"]), s["class_index"]
+            vi, vk = v_inst[i], v_kpt[i, :k]
+            if s["with_text"]:
+                vi, vk = (vi + inst[b, c]) / 2, (vk + kpt[b, :k]) / 2
+            inst[b, c] = vi
+            kpt[b, :k] = vk
+        return inst, kpt
+
+    def _denoising_queries(self, targets, inst_valid) -> Optional[DenoisingQueries]:
+        """DN queries for this batch; their noise comes from the global torch RNG, which
+        checkpoints save and restore (a resumed run draws the same noise)."""
+        cfg = self.cfg.denoising
+        if cfg.number <= 0:
+            return None
+        num_classes = inst_valid.sum(1).tolist()
+        labelbook = self.model.config.dn_labelbook_size
+        if max(num_classes, default=0) > labelbook:
+            raise ValueError(f"a batch has {max(num_classes)} prompt classes; the model's denoising label "
+                             f"table has {labelbook}")
+        return build_denoising_queries(targets, num_classes, cfg)
 
     def loader(self) -> DataLoader:
         self.sampler.set_state(self.epoch, self.batch_in_epoch)

@@ -76,6 +76,7 @@ def base_config(ann: Path, out_dir: Path, **sections) -> dict:
                 "progress": False, "seed": 7, "threads": 1},
     }
     for section, values in sections.items():
+        cfg.setdefault(section, {})
         for k, v in values.items():
             if isinstance(v, dict) and isinstance(cfg[section].get(k), dict):
                 cfg[section][k].update(v)
@@ -191,6 +192,65 @@ def test_tiny_overfits_four_fly_frames(tmp_path, fly4):
     assert np.mean(losses[-10:]) < 0.2 * np.mean(losses[:10])
 
 
+def test_denoising_queries_train_with_the_matching_queries(tmp_path, fly4):
+    """DN on (the official recipe): dn_* losses are logged and added to the loss, and the label
+    embedding that only DN queries use learns; DN off leaves it frozen."""
+    from training.trainer import Trainer, load_config
+    on = Trainer(load_config(data=base_config(fly4, tmp_path / "on", optim={"max_steps": 2},
+                                              denoising={"number": 8})))
+    before = on.model.label_enc.weight.detach().clone()
+    on.fit()
+    logged = [r for r in on.history if "loss" in r]
+    assert logged and all(r["dn_cls"] > 0 and r["dn_bbox"] > 0 and r["dn_giou"] > 0 for r in logged)
+    other = sum(v for k, v in logged[0].items() if k not in ("loss", "grad_norm", "step", "epoch", "lr",
+                                                             "images_per_s") and not k.startswith("dn_"))
+    dn = sum(v for k, v in logged[0].items() if k.startswith("dn_"))
+    assert logged[0]["loss"] == pytest.approx(other + dn, rel=1e-4)
+    assert not torch.equal(on.model.label_enc.weight.detach(), before)
+    off = Trainer(load_config(data=base_config(fly4, tmp_path / "off", optim={"max_steps": 1},
+                                               denoising={"number": 0})))
+    before = off.model.label_enc.weight.detach().clone()
+    off.fit()
+    assert not any(k.startswith("dn_") for r in off.history for k in r)
+    assert torch.equal(off.model.label_enc.weight.detach(), before)
+
+
+def test_visual_prompt_supports_come_from_another_instance(tmp_path, fly4):
+    """Data pipeline: with visual prompts on, a sample's support is another fly (from another
+    frame), cropped around it with its 13 keypoints in the sample's keypoint order; the class
+    column is the fly's; with prob 0 no sample has one; batches carry them through collate."""
+    from training.dataset import KeypointDataset, VisualPromptSampling, collate, load_source, SourceConfig
+    from training.augment import Augmenter, AugmentConfig
+    from training.prompts import PromptBuilder, PromptConfig
+    from unipose_model.visual_prompt import prepare_support, VisualPrompt
+    src = load_source(SourceConfig(ann=str(fly4), images=str(fly4.parent)))
+    aug = Augmenter(AugmentConfig(scales=[192], max_size=192, flip_prob=0.0, crop_prob=0.0), train=True)
+    prompts = PromptBuilder(PromptConfig(num_negatives=2), ["cat", "dog", "person"])
+    ds = KeypointDataset([src], aug, prompts, visual=VisualPromptSampling(prob=1.0, size=96))
+    coco = json.loads(fly4.read_text())
+    instances = {a["id"]: a for a in coco["annotations"]}
+    for seed in range(6):
+        sample = ds[(seed % 4, seed)]
+        sup = sample["support"]
+        assert sup["image"].shape == (3, 96, 96) and sup["keypoints"].shape == (13, 2)
+        assert sample["meta"]["classes"][sup["class_index"]] == "fly"
+        # it is one of the flies of another frame: the same crop and keypoints prepare_support gives
+        others = [a for a in coco["annotations"] if a["image_id"] != sample["meta"]["image_id"]]
+        matches = []
+        for a in others:
+            x, y, w, h = a["bbox"]
+            img = cv2.cvtColor(cv2.imread(str(fly4.parent / f"frame_{a['image_id']:04d}.png")), cv2.COLOR_BGR2RGB)
+            _, xy, vis = prepare_support(VisualPrompt(img, np.reshape(a["keypoints"], (-1, 3)),
+                                                      box=(x, y, x + w, y + h)), 96)
+            matches.append(bool(torch.allclose(xy, sup["keypoints"])) and bool(torch.equal(vis, sup["visible"])))
+        assert sum(matches) == 1
+    batch = collate([ds[(0, 1)], ds[(1, 2)]])
+    assert len(batch["supports"]) == 2 and all(s is not None for s in batch["supports"])
+    plain = KeypointDataset([src], aug, prompts, visual=VisualPromptSampling(prob=0.0))
+    assert "support" not in plain[(0, 1)]
+    assert collate([plain[(0, 1)]])["supports"] == [None]
+
+
 # ---------------------------------------------------------------------------- DDP
 def _free_port() -> int:
     with socket.socket() as s:
@@ -206,10 +266,16 @@ def test_ddp_two_processes_equal_one_process(tmp_path, fly4):
     after DDP's all-reduce, before clipping) is compared too. float64 keeps reduction-order noise
     far below the tolerances."""
     steps = 3
-    one = base_config(fly4, tmp_path / "one", optim={"max_steps": steps}, data={"batch_size": 2},
-                      model={"dtype": "float64"})
-    two = base_config(fly4, tmp_path / "two", optim={"max_steps": steps}, data={"batch_size": 1},
-                      model={"dtype": "float64"})
+    # Denoising off: its groups depend on the largest object count of the per-process batch, so
+    # a batch of 2 and two batches of 1 build different DN queries by design.
+    # The visual-prompt model with supports on half the samples: the encoder runs outside the
+    # DDP forward and its gradients must still be reduced.
+    visual = {"visual_prompts": {"prob": 0.5, "with_text_prob": 0.5}}
+    model = {"dtype": "float64", "name": "unipose_tiny_visual"}
+    one = base_config(fly4, tmp_path / "one", optim={"max_steps": steps}, data={"batch_size": 2, **visual},
+                      model=model, denoising={"number": 0})
+    two = base_config(fly4, tmp_path / "two", optim={"max_steps": steps}, data={"batch_size": 1, **visual},
+                      model=model, denoising={"number": 0})
     r = run_cli(["-m", "training.train_cli", str(write_config(one, tmp_path / "one.yaml"))])
     assert r.returncode == 0, r.stderr[-3000:]
     r = run_cli(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -221,8 +287,11 @@ def test_ddp_two_processes_equal_one_process(tmp_path, fly4):
     start = torch.load(tmp_path / "one" / f"checkpoint_{steps:08d}.pth", weights_only=True)
     assert start["step"] == steps
     diff = max_diff(a, b)
-    moved = max_diff(a, {k: v.double() for k, v in _initial_params(seed=7).items()})
+    initial = {k: v.double() for k, v in _initial_params(seed=7, name="unipose_tiny_visual").items()}
+    moved = max_diff(a, initial)
     assert moved > 1e-3          # training did change the weights
+    vpe = {k: v for k, v in a.items() if k.startswith("visual_prompt_encoder.")}
+    assert vpe and max_diff(vpe, {k: initial[k] for k in vpe}) > 1e-4   # and the support encoder's
     assert diff <= 1e-5, diff
     norms = [[json.loads(l)["grad_norm"] for l in (tmp_path / d / "log.jsonl").read_text().splitlines()
               if "grad_norm" in l] for d in ("one", "two")]
@@ -230,11 +299,11 @@ def test_ddp_two_processes_equal_one_process(tmp_path, fly4):
     assert norms[0] == pytest.approx(norms[1], rel=1e-6)
 
 
-def _initial_params(seed: int) -> dict:
+def _initial_params(seed: int, name: str = "unipose_tiny") -> dict:
     from training.trainer import Trainer
     from unipose_model import build_model
     Trainer._seed_everything(seed)
-    return build_model("unipose_tiny").state_dict()
+    return build_model(name).state_dict()
 
 
 # ---------------------------------------------------------------------------- resume
