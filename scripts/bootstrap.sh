@@ -10,7 +10,7 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp_src() {
   local f
   for f in "$ROOT/requirements.txt" "$ROOT/requirements-ros.txt" "$ROOT/setup.py" "$ROOT/scripts/bootstrap.sh" \
-           "$ROOT/scripts/build_msgs.sh" "$ROOT/CMakeLists.txt" "$ROOT"/msg/*.msg; do
+           "$ROOT/scripts/build_msgs.sh" "$ROOT/CMakeLists.txt" "$ROOT"/msg/*.msg "$ROOT"/srv/*.srv; do
     if [[ -f "$f" ]]; then cat "$f"; fi
   done | sha256sum | cut -d' ' -f1
 }

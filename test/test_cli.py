@@ -158,3 +158,48 @@ def test_help_lists_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_:
         main([])  # no command: usage error
     assert exit_.value.code == 2
+
+
+def test_predict_with_a_visual_prompt(tmp_path, capsys):
+    """--support-image + --support-keypoints (the simple 'name: x y' list and COCO json): the
+    results use the support's class and keypoint names; bad support files fail in one line."""
+    visual = ["--model", "unipose_tiny_visual", *TINY[2:]]
+    keypoints = tmp_path / "support.txt"
+    keypoints.write_text("head: 90 80\nthorax: 100 95\nabdomen: 110 120\nleft wing: -\n")
+    out = tmp_path / "out"
+    rc = main(["predict", str(IMAGES[0]), "--support-image", str(IMAGES[1]), "--support-keypoints",
+               str(keypoints), "--support-class", "fly", "--out", str(out), "--max-instances", "2", *visual])
+    assert rc == 0, capsys.readouterr().err
+    meta = json.loads((out / "images.json").read_text())
+    assert meta["categories"] == [{"id": 1, "name": "fly", "keypoints": ["head", "thorax", "abdomen", "left wing"],
+                                   "skeleton": []}]
+    assert "visual prompt" in meta["prompt"]
+    results = json.loads((out / "results.json").read_text())
+    assert results and all(len(r["keypoints"]) == 4 * 3 and r["label"] == "fly" for r in results)
+
+    coco = tmp_path / "support.json"
+    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": IMAGES[1].name}],
+                                "annotations": [{"id": 5, "image_id": 1, "category_id": 2, "bbox": [80, 70, 40, 60],
+                                                 "keypoints": [90, 80, 2, 100, 95, 2]}],
+                                "categories": [{"id": 2, "name": "bug", "keypoints": ["head", "tail"],
+                                                "skeleton": [[1, 2]]}]}))
+    out2 = tmp_path / "out2"
+    assert main(["predict", str(IMAGES[0]), "--support-image", str(IMAGES[1]), "--support-keypoints", str(coco),
+                 "--out", str(out2), *visual]) == 0
+    meta = json.loads((out2 / "images.json").read_text())
+    assert meta["categories"][0]["name"] == "bug" and meta["categories"][0]["skeleton"] == [[0, 1]]
+    capsys.readouterr()
+
+    o = ["--out", str(tmp_path / "o")]
+    err = _error(["predict", str(IMAGES[0]), "--support-image", str(IMAGES[1]), *o, *visual], capsys)
+    assert "both --support-image and --support-keypoints" in err
+    err = _error(["predict", str(IMAGES[0]), *o, *visual], capsys)
+    assert "--prompt" in err and "--support-image" in err
+    outside = tmp_path / "outside.txt"
+    outside.write_text("head: 5000 10\n")
+    err = _error(["predict", str(IMAGES[0]), "--support-image", str(IMAGES[1]), "--support-keypoints",
+                  str(outside), *o, *visual], capsys)
+    assert "outside" in err
+    err = _error(["predict", str(IMAGES[0]), "--support-image", str(IMAGES[1]), "--support-keypoints",
+                  str(keypoints), *o, *TINY], capsys)
+    assert "no visual prompt encoder" in err

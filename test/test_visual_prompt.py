@@ -110,3 +110,80 @@ def test_detector_runs_on_visual_prompt_features():
     assert out["pred_keypoints"].shape[-2:] == (4, 2) and torch.isfinite(out["pred_boxes"]).all()
     with pytest.raises(ValueError, match="no visual prompt encoder"):
         build_model("unipose_tiny").encode_visual_prompt(image[None], kpts[None], visible[None])
+
+
+# ------------------------------------------------------------------ Predictor, files, CLI
+@pytest.fixture(scope="module")
+def visual_predictor():
+    from unipose_model.predictor import Predictor
+    return Predictor("unipose_tiny_visual", "reference", device="cpu", text_encoder="hash",
+                     short_side=128, max_size=160, box_threshold=0.0)
+
+
+def test_predictor_runs_a_visual_prompt_and_caches_its_features(visual_predictor, monkeypatch):
+    p = visual_predictor
+    prompt = VisualPrompt(support().image, np.array([[50, 40, 2], [120, 60, 2], [90, 100, 0], [60, 90, 1]], np.float32),
+                          "widget", ["a", "b", "c", "d"], [(0, 1), (1, 2)])
+    image = (np.random.default_rng(0).random((90, 130, 3)) * 255).astype(np.uint8)
+    calls = []
+    encode = p.model.encode_visual_prompt
+    monkeypatch.setattr(p.model, "encode_visual_prompt", lambda *a, **k: calls.append(1) or encode(*a, **k))
+    first = p.predict(image, visual_prompt=prompt)
+    again = p.predict(image, visual_prompt=prompt)
+    assert len(calls) == 1  # the second call reused the support features
+    assert first and all(i.label == "widget" and i.keypoint_names == ("a", "b", "c", "d") for i in first)
+    assert [i.score for i in first] == [i.score for i in again]
+    # the same content in a new object hits the cache; other keypoints do not
+    copy = VisualPrompt(prompt.image.copy(), prompt.keypoints.copy(), "widget", ["a", "b", "c", "d"], [(0, 1), (1, 2)])
+    p.predict(image, visual_prompt=copy)
+    assert len(calls) == 1
+    moved = prompt.keypoints.copy()
+    moved[0, 0] += 5
+    other = p.predict(image, visual_prompt=VisualPrompt(prompt.image, moved, "widget", ["a", "b", "c", "d"]))
+    assert len(calls) == 2 and [i.box for i in other] != [i.box for i in first]
+    # with a text prompt too: features averaged, a different result
+    both = p.predict(image, "person: nose, left eye, right eye, left ear", visual_prompt=prompt)
+    assert [i.box for i in both] != [i.box for i in first] and both[0].label == "person"
+    with pytest.raises(ValueError, match="same keypoints"):
+        p.predict(image, "person: nose, left eye", visual_prompt=prompt)
+
+
+def test_text_only_model_refuses_visual_prompts_with_a_reason():
+    from unipose_model.predictor import Predictor
+    p = Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash", short_side=64, max_size=96)
+    prompt = VisualPrompt(support().image, np.array([[50, 40, 2]], np.float32))
+    with pytest.raises(VisualPromptError, match="no visual prompt encoder"):
+        p.predict(np.zeros((64, 64, 3), np.uint8), visual_prompt=prompt)
+
+
+def test_support_keypoint_files(tmp_path):
+    from unipose_model.visual_prompt import load_visual_prompt, read_support_keypoints
+    text = tmp_path / "s.txt"
+    text.write_text("# fly, frame 0\nhead: 10 20\nthorax: 15.5, 30\nleft wing: -\nright wing: 40 50 0\n")
+    kpts, names, skeleton, box, cls = read_support_keypoints(text)
+    assert names == ["head", "thorax", "left wing", "right wing"]
+    assert kpts.tolist() == [[10, 20, 2], [15.5, 30, 2], [0, 0, 0], [40, 50, 0]]
+    coco = {"images": [{"id": 3, "file_name": "other.png"}, {"id": 7, "file_name": "dir/s.png"}],
+            "annotations": [{"id": 1, "image_id": 3, "category_id": 1, "keypoints": [1, 1, 2, 2, 2, 2], "bbox": [0, 0, 5, 5]},
+                            {"id": 2, "image_id": 7, "category_id": 1, "keypoints": [5, 6, 2, 7, 8, 0], "bbox": [1, 2, 10, 20]}],
+            "categories": [{"id": 1, "name": "cup", "keypoints": ["rim", "handle"], "skeleton": [[1, 2]]}]}
+    path = tmp_path / "s.json"
+    path.write_text(__import__("json").dumps(coco))
+    kpts, names, skeleton, box, cls = read_support_keypoints(path, image_name="s.png")
+    assert kpts.tolist() == [[5, 6, 2], [7, 8, 0]] and names == ["rim", "handle"]
+    assert skeleton == ((0, 1),) and box == (1, 2, 11, 22) and cls == "cup"
+    import cv2
+    cv2.imwrite(str(tmp_path / "s.png"), support().image[:, :, ::-1])
+    vp = load_visual_prompt(tmp_path / "s.png", path)
+    assert vp.class_name == "cup" and vp.keypoint_names == ("rim", "handle") and vp.image.shape == support().image.shape
+    bad = [("head 10 20\n", "expected 'name: x y'"), ("head: 10\n", "two numbers"), ("a: 1 2\na: 3 4\n", "repeat"),
+           ("", "no keypoints"), ("{broken", "not valid JSON")]
+    for content, message in bad:
+        f = tmp_path / "bad.txt"
+        f.write_text(content)
+        with pytest.raises(VisualPromptError, match=message):
+            read_support_keypoints(f)
+    with pytest.raises(VisualPromptError, match="instance 3"):
+        read_support_keypoints(path, image_name="s.png", instance=3)
+    with pytest.raises(VisualPromptError, match="does not exist"):
+        read_support_keypoints(tmp_path / "missing.json")

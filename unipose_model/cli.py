@@ -33,8 +33,18 @@ DEFAULT_MAX_SIZE = 1333
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR_OR_VIDEO",
                    help="image files, directories of images/videos, or video files")
-    p.add_argument("--prompt", "-p", required=True,
-                   help="what to detect, e.g. 'person', 'person, face' or 'cat: left eye, nose'")
+    p.add_argument("--prompt", "-p", default=None,
+                   help="what to detect, e.g. 'person', 'person, face' or 'cat: left eye, nose' (with "
+                        "--support-image: optional, averaged with the visual prompt)")
+    p.add_argument("--support-image", default=None,
+                   help="visual prompt: an example image of the object (needs --support-keypoints)")
+    p.add_argument("--support-keypoints", default=None,
+                   help="the example's keypoints: a COCO keypoints json, or a text file with lines "
+                        "'name: x y' (pixels of the support image; 'name: -' = not visible)")
+    p.add_argument("--support-class", default=None,
+                   help="name for the example's class in the results (default: the COCO category, else 'object')")
+    p.add_argument("--support-instance", type=int, default=0,
+                   help="which annotated instance of the support image to use (COCO file; default 0)")
     p.add_argument("--checkpoint", "-c", default=None,
                    help="checkpoint (.pth); default ~/.cache/unipose/<model>.pth, and without --model "
                         "the bundled fly model when that file is absent; 'reference' = deterministic "
@@ -79,6 +89,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from .text_encoder import build_text_encoder
 
     # cheap checks first: files, prompt, checkpoint; then CLIP and the model
+    visual = _read_visual_prompt(args)
+    if visual is None and args.prompt is None:
+        raise CliError("give a text prompt (--prompt 'person') or a visual prompt "
+                       "(--support-image S.jpg --support-keypoints S.json)")
     files = collect_inputs(args.inputs)
     if args.checkpoint is None and args.model is None:
         checkpoint = default_checkpoint()  # the official file, else the bundled fly model
@@ -86,7 +100,7 @@ def run_predict(args: argparse.Namespace) -> int:
         checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL, args.checkpoint)
     bundled_fallback = args.checkpoint is None and Path(checkpoint) == BUNDLED_CHECKPOINT
     fixed_vocabulary = str(checkpoint) != REFERENCE_CHECKPOINT and read_model_file_info(checkpoint).vocabulary
-    if not fixed_vocabulary:
+    if not fixed_vocabulary and args.prompt is not None:
         parse_prompt(args.prompt)  # a model with its own vocabulary parses the prompt itself, below
     resolve_device(args.device)
     encoder = build_text_encoder(args.text_encoder, clip_weights=args.clip_weights, device=args.device,
@@ -99,8 +113,11 @@ def run_predict(args: argparse.Namespace) -> int:
                           max_size="auto" if args.max_size is None else args.max_size,
                           max_instances=args.max_instances)
     try:
-        prompt = predictor.parse(args.prompt)
-        predictor.prepare_prompt(prompt)  # unknown to a fixed-vocabulary model: say so before any work
+        if visual is not None:
+            prompt = _VisualQuery(visual, args.prompt, predictor.prepare_visual_prompt(visual, args.prompt))
+        else:
+            prompt = predictor.parse(args.prompt)
+            predictor.prepare_prompt(prompt)  # unknown to a fixed-vocabulary model: say so before any work
     except (UnknownPromptError, PromptError) as e:
         if not bundled_fallback or "unknown" not in str(e):
             raise
@@ -154,7 +171,7 @@ def _predict_file(path, predictor, prompt, args, writer, stamp) -> None:
         return
     image = read_image(path)
     t0 = time.perf_counter()
-    instances = predictor.predict(image, prompt, color="bgr")
+    instances = _run_query(predictor, image, prompt)
     seconds = time.perf_counter() - t0
     writer.add(path.name, image.shape, instances)
     if not args.no_overlay:
@@ -174,7 +191,7 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
                    disable=None, leave=False, file=sys.stderr)
         for index, frame in enumerate(bar):
             t0 = time.perf_counter()
-            instances = predictor.predict(frame, prompt, color="bgr")
+            instances = _run_query(predictor, frame, prompt)
             seconds = time.perf_counter() - t0
             writer.add(f"{path.name}#frame={index}", frame.shape, instances, frame_index=index)
             if not args.no_overlay:
@@ -183,6 +200,34 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
                 tqdm.write(_summary(f"{path.name}#frame={index}", instances, seconds), file=sys.stderr)
         if vw.frames_written == 0 and not args.no_overlay:
             raise CliError(f"no frames could be read from video {path}")
+
+
+class _VisualQuery:
+    """A visual prompt (with an optional text prompt) as the CLI's prompt: `classes`/`groups`
+    describe the results' category, `text` names it in images.json."""
+
+    def __init__(self, visual, text, prepared):
+        from .prompt import KeypointGroup
+        self.visual, self.text_prompt = visual, text
+        self.classes = prepared.classes
+        self.groups = (KeypointGroup((0,), tuple(visual.keypoint_names), tuple(visual.skeleton), None),)
+        self.text = prepared.text + (f" + text {text!r}" if text else "")
+
+
+def _run_query(predictor, image, prompt):
+    if isinstance(prompt, _VisualQuery):
+        return predictor.predict(image, prompt.text_prompt, visual_prompt=prompt.visual, color="bgr")
+    return predictor.predict(image, prompt, color="bgr")
+
+
+def _read_visual_prompt(args):
+    if args.support_image is None and args.support_keypoints is None:
+        return None
+    if args.support_image is None or args.support_keypoints is None:
+        raise CliError("a visual prompt needs both --support-image and --support-keypoints")
+    from .visual_prompt import load_visual_prompt
+    return load_visual_prompt(args.support_image, args.support_keypoints, class_name=args.support_class,
+                              instance=args.support_instance)
 
 
 def _annotate(image, instances, stamp):
@@ -322,8 +367,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .preprocess import ImageError
     from .text_encoder import TextEncoderError
 
+    from .visual_prompt import VisualPromptError
+
     errors: list[type[BaseException]] = [CliError, MediaError, ImageError, PredictorError,
-                                         CheckpointNotFoundError, TextEncoderError]
+                                         CheckpointNotFoundError, TextEncoderError, VisualPromptError]
     try:
         from .checkpoint import CheckpointError
         errors.append(CheckpointError)

@@ -307,23 +307,89 @@ class Predictor:
                 f"{self.known_prompts()}. Use a known category, optionally with some of its keypoints "
                 f"(e.g. '{example}'); open-vocabulary prompts need the official checkpoint with CLIP.")
 
-    # ------------------------------------------------------------------ inference
-    def predict(self, image, prompt, *, color: str = "rgb") -> list[Instance]:
-        """Detect the prompt's objects in one image (numpy HxWx3 / HxW uint8 or PIL)."""
-        return self.predict_batch([image], prompt, color=color)[0]
+    def prepare_visual_prompt(self, visual_prompt, text_prompt=None) -> PreparedPrompt:
+        """Encode a :class:`~unipose_model.visual_prompt.VisualPrompt` (cached by its content).
 
-    def predict_batch(self, images: Sequence, prompt, *, color: str = "rgb") -> list[list[Instance]]:
+        text_prompt: optionally a text prompt for the same object and keypoints ("fly" or
+        "fly: head, thorax, ..."), whose features are averaged with the visual ones (both prompts
+        together, as the model was trained). Without keypoint names in it, the visual prompt's
+        keypoint names are used.
+        """
+        from .visual_prompt import VisualPrompt, VisualPromptError, prepare_support
+
+        if not isinstance(visual_prompt, VisualPrompt):
+            raise VisualPromptError(f"visual_prompt must be a unipose_model.visual_prompt.VisualPrompt, "
+                                    f"got {type(visual_prompt).__name__}")
+        encoder = getattr(self.model, "visual_prompt_encoder", None)
+        if encoder is None:
+            name = getattr(self.config, "name", type(self.model).__name__)
+            raise VisualPromptError(f"this model ({name}, {self.checkpoint}) has no visual prompt encoder; "
+                                    f"use a checkpoint trained with visual prompts (e.g. a unipose_tiny_visual "
+                                    f"model) or a text prompt")
+        key = ("visual", visual_prompt.digest(), text_prompt if isinstance(text_prompt, str) or text_prompt is None
+               else id(text_prompt))
+        with self._lock:
+            if key in self._prompts:
+                self._prompts.move_to_end(key)
+                return self._prompts[key]
+            image, xy, visible = prepare_support(visual_prompt, int(encoder.image_size))
+            param = next(self.model.parameters())
+            with torch.inference_mode():
+                inst, kpts = self.model.encode_visual_prompt(image[None].to(param), xy[None].to(param),
+                                                             visible[None].to(self.device))
+            inst, kpts = inst.float(), kpts[0].float()
+            names = tuple(visual_prompt.keypoint_names)
+            cls = visual_prompt.class_name
+            if text_prompt is not None:
+                text = self._text_for_visual(text_prompt, names)
+                cls = text.classes[0]
+                inst = (inst + text.instance_features[:1].to(inst)) / 2
+                kpts = (kpts + text.groups[0].features.to(kpts)) / 2
+            group = _Group((0,), names, tuple(visual_prompt.skeleton), kpts)
+            prepared = PreparedPrompt(f"<visual prompt: {cls}, {len(names)} keypoints>", (cls,), inst, [group])
+            self._prompts[key] = prepared
+            while len(self._prompts) > self._prompt_cache_size:
+                self._prompts.popitem(last=False)
+            return prepared
+
+    def _text_for_visual(self, text_prompt, names) -> PreparedPrompt:
+        text = text_prompt if isinstance(text_prompt, str) else str(getattr(text_prompt, "text", text_prompt))
+        if ":" not in text and names:
+            text = f"{text.strip()}: {', '.join(names)}"
+        prepared = self.prepare_prompt(text)
+        if len(prepared.classes) != 1 or len(prepared.groups) != 1:
+            raise PredictorError(f"a text prompt given with a visual prompt must name one class; got {text!r}")
+        if len(prepared.groups[0].keypoint_names) != len(names):
+            raise PredictorError(f"the text prompt has {len(prepared.groups[0].keypoint_names)} keypoints, "
+                                 f"the visual prompt {len(names)}; they must describe the same keypoints")
+        return prepared
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, image, prompt=None, *, visual_prompt=None, color: str = "rgb") -> list[Instance]:
+        """Detect the prompt's objects in one image (numpy HxWx3 / HxW uint8 or PIL).
+
+        prompt: a text prompt ("person", "cat: left eye, nose"); visual_prompt: a
+        :class:`~unipose_model.visual_prompt.VisualPrompt` (one annotated example); with both,
+        their features are averaged (the text prompt then names the same object).
+        """
+        return self.predict_batch([image], prompt, visual_prompt=visual_prompt, color=color)[0]
+
+    def predict_batch(self, images: Sequence, prompt=None, *, visual_prompt=None,
+                      color: str = "rgb") -> list[list[Instance]]:
         """Detect in several images; one list of instances per image, in input order.
 
         Images of equal (resized) size run as one batch; each distinct size runs separately, so
         results equal those of :meth:`predict` on each image (up to float rounding).
         """
         with self._lock:
-            return self._predict_batch(images, prompt, color)
+            if visual_prompt is not None:
+                prepared = self.prepare_visual_prompt(visual_prompt, prompt)
+            else:
+                prepared = self.prepare_prompt(prompt)
+            return self._predict_batch(images, prepared, color)
 
-    def _predict_batch(self, images, prompt, color) -> list[list[Instance]]:
+    def _predict_batch(self, images, prepared: PreparedPrompt, color) -> list[list[Instance]]:
         t0 = time.perf_counter()
-        prepared = self.prepare_prompt(prompt)
         if images is None or isinstance(images, np.ndarray) and images.ndim < 4:
             raise PredictorError("predict_batch takes a list of images; use predict for one image")
         images = list(images)

@@ -56,6 +56,17 @@ class VisualPrompt:
         self.skeleton = tuple(tuple(int(v) for v in link) for link in self.skeleton)
         self.validate()
 
+    def digest(self) -> str:
+        """Content hash (image pixels, keypoints, names, skeleton, box, class): a cache key."""
+        import hashlib
+        h = hashlib.sha1()
+        h.update(np.ascontiguousarray(self.image).tobytes())
+        h.update(str(self.image.shape).encode())
+        h.update(np.ascontiguousarray(self.keypoints).tobytes())
+        h.update(repr((self.class_name, self.keypoint_names, self.skeleton,
+                       None if self.box is None else tuple(map(float, self.box)))).encode())
+        return h.hexdigest()
+
     def validate(self) -> None:
         img, kpts = self.image, self.keypoints
         if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
@@ -276,3 +287,110 @@ def detect_with_visual_prompt(model, image_rgb: np.ndarray, prompt: VisualPrompt
     sel = select_queries(out["pred_logits"][0], out["pred_boxes"][0], out["pred_keypoints"][0],
                          box_threshold=box_threshold, iou_threshold=iou_threshold)
     return to_pixels(sel, *image_rgb.shape[:2])
+
+
+# ------------------------------------------------------------------------- support files
+def read_support_keypoints(path, image_shape: Optional[Tuple[int, int]] = None, *, instance: int = 0,
+                           image_name: Optional[str] = None):
+    """Keypoints of a support image from a file: (keypoints (K,3), names, skeleton, box, class).
+
+    Two formats:
+      * COCO keypoints json (an export of any labelling tool): the annotation `instance` of the
+        image whose file_name matches `image_name` (else of the first image); names and the
+        skeleton (1-based in COCO) come from its category, the box from its bbox;
+      * a plain text list, one keypoint per line, ``name: x y`` (visible) or ``name: x y 0`` /
+        ``name: -`` (not visible); blank lines and ``#`` comments are ignored.
+    Problems raise VisualPromptError naming the file and the line or annotation.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise VisualPromptError(f"support keypoints file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() == ".json" or text.lstrip().startswith("{"):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise VisualPromptError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        return _support_from_coco(doc, path, instance, image_name)
+    names, rows = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, value = line.rpartition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise VisualPromptError(f"{path}, line {number}: expected 'name: x y' (or 'name: -'), got {line!r}")
+        if value in ("-", "?", ""):
+            rows.append((0.0, 0.0, 0.0))
+        else:
+            try:
+                nums = [float(v) for v in value.replace(",", " ").split()]
+            except ValueError:
+                nums = []
+            if len(nums) not in (2, 3):
+                raise VisualPromptError(f"{path}, line {number}: expected 'name: x y' with two numbers, "
+                                        f"got {line!r}")
+            rows.append((nums[0], nums[1], 2.0 if len(nums) == 2 else nums[2]))
+        names.append(name)
+    if not rows:
+        raise VisualPromptError(f"{path}: no keypoints (expected lines like 'head: 120 85')")
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise VisualPromptError(f"{path}: keypoint names repeat: {', '.join(dup)}")
+    return np.asarray(rows, dtype=np.float32), names, (), None, None
+
+
+def _support_from_coco(doc, path, instance: int, image_name: Optional[str]):
+    from pathlib import Path
+
+    if not isinstance(doc, dict) or not isinstance(doc.get("annotations"), list):
+        raise VisualPromptError(f"{path}: a COCO keypoints file needs an 'annotations' list")
+    anns = [a for a in doc["annotations"] if isinstance(a, dict) and a.get("keypoints")]
+    images = doc.get("images") or []
+    if image_name and images:
+        wanted = [im.get("id") for im in images if Path(str(im.get("file_name", ""))).name == Path(image_name).name]
+        if wanted:
+            anns = [a for a in anns if a.get("image_id") in wanted]
+    elif images:
+        anns = [a for a in anns if a.get("image_id") == images[0].get("id")]
+    if not anns:
+        raise VisualPromptError(f"{path}: no annotation with keypoints"
+                                + (f" for image {image_name}" if image_name else ""))
+    if not 0 <= instance < len(anns):
+        raise VisualPromptError(f"{path}: instance {instance} requested, the image has {len(anns)} annotated")
+    ann = anns[instance]
+    try:
+        kpts = np.asarray(ann["keypoints"], dtype=np.float32).reshape(-1, 3)
+    except (TypeError, ValueError):
+        raise VisualPromptError(f"{path}: annotation {ann.get('id')}: keypoints must be a flat list "
+                                f"x1, y1, v1, x2, ...") from None
+    cat = next((c for c in doc.get("categories") or [] if c.get("id") == ann.get("category_id")), {})
+    names = list(cat.get("keypoints") or [f"keypoint {i + 1}" for i in range(len(kpts))])
+    if len(names) != len(kpts):
+        raise VisualPromptError(f"{path}: annotation {ann.get('id')} has {len(kpts)} keypoints, its category "
+                                f"'{cat.get('name')}' names {len(names)}")
+    skeleton = tuple((int(a) - 1, int(b) - 1) for a, b in cat.get("skeleton") or [])
+    box = None
+    if ann.get("bbox") and len(ann["bbox"]) == 4:
+        x, y, w, h = map(float, ann["bbox"])
+        box = (x, y, x + w, y + h) if w > 0 and h > 0 else None
+    return kpts, names, skeleton, box, cat.get("name")
+
+
+def load_visual_prompt(image_path, keypoints_path, *, class_name: Optional[str] = None, instance: int = 0,
+                       box: Optional[Sequence[float]] = None) -> VisualPrompt:
+    """A VisualPrompt from a support image file and its keypoints file (see read_support_keypoints)."""
+    import cv2
+    from pathlib import Path
+
+    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise VisualPromptError(f"cannot read the support image {image_path}")
+    kpts, names, skeleton, file_box, file_class = read_support_keypoints(
+        keypoints_path, image.shape[:2], instance=instance, image_name=Path(image_path).name)
+    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), kpts, class_name or file_class or "object",
+                        names, skeleton, box if box is not None else file_box)

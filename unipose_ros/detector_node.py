@@ -34,10 +34,12 @@ from visualization_msgs.msg import MarkerArray
 
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
-from unipose_ros.model_loader import load_predictor, resolve_prompt
+from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt,
+                                      resolve_visual_prompt, visual_prompt_from_fields)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)
 from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
+from unipose_ros.srv import CaptureVisualPrompt
 from unipose_ros.parameters import DETECTOR_PARAMETERS, check_choice, descriptor
 from unipose_ros.stats import ProblemThrottle, RateLimiter, WindowStats
 
@@ -87,6 +89,8 @@ class DetectorNode(LifecycleNode):
         self._info_sub = None
         self._pubs: dict = {}
         self._prompt_subs: list = []
+        self._capture_srv = None
+        self._last_frame = None  # (image, channel order, header) of the newest converted frame
         self._diag_timer = None
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
@@ -167,6 +171,8 @@ class DetectorNode(LifecycleNode):
             self.create_subscription(VisualPrompt, "~/visual_prompt", self._on_visual_prompt, 1,
                                      callback_group=self._control_group),
         ]
+        self._capture_srv = self.create_service(CaptureVisualPrompt, "~/capture_visual_prompt",
+                                                self._on_capture, callback_group=self._control_group)
         self._diag_timer = self.create_timer(float(params["diagnostics_period"]),
                                              self._publish_diagnostics,
                                              callback_group=self._control_group)
@@ -227,6 +233,10 @@ class DetectorNode(LifecycleNode):
         for sub in self._prompt_subs:
             self.destroy_subscription(sub)
         self._prompt_subs = []
+        if self._capture_srv is not None:
+            self.destroy_service(self._capture_srv)
+            self._capture_srv = None
+        self._last_frame = None
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
@@ -276,23 +286,52 @@ class DetectorNode(LifecycleNode):
                 self._syncing_prompt = False
 
     def _on_visual_prompt(self, msg: VisualPrompt) -> None:
-        n = len(msg.keypoint_names)
-        problem = ""
-        if n == 0:
-            problem = "no keypoint names"
-        elif len(msg.keypoints) != 3 * n:
-            problem = f"{len(msg.keypoints)} keypoint values for {n} names (need 3 per keypoint)"
-        elif msg.image.width == 0 or msg.image.height == 0:
-            problem = "empty support image"
-        elif not hasattr(self.predictor, "set_visual_prompt"):
-            problem = "visual prompts are not supported by this model version yet"
-        if problem:
-            current = self.prompt.text if self.prompt else "none"
-            reason = f"rejected visual prompt '{msg.class_name}': {problem} (still in force: {current})"
-            self.get_logger().error(reason)
-            self._publish_active(REJECTED_PREFIX + reason)
-            return
-        self.predictor.set_visual_prompt(msg)  # pragma: no cover - arrives with the visual-prompt work
+        def build():
+            check_prompt_fields(msg.keypoint_names, msg.keypoints, msg.skeleton, msg.box)
+            if msg.image.width == 0 or msg.image.height == 0:
+                raise ValueError("empty support image")
+            image, order = image_to_color(msg.image)
+            rgb = image if order == "rgb" else image[:, :, ::-1]
+            return visual_prompt_from_fields(rgb, msg.class_name, msg.keypoint_names, msg.keypoints,
+                                             msg.skeleton, msg.box)
+        self._apply_visual(build, msg.class_name, source="topic")
+
+    def _on_capture(self, request, response):
+        """~/capture_visual_prompt: the newest input frame + the request's keypoints."""
+        frame = self._last_frame
+
+        def build():
+            if frame is None:
+                raise ValueError("no input frame has been processed yet; the detector needs a camera image first")
+            image, order, _ = frame
+            rgb = image if order == "rgb" else image[:, :, ::-1]
+            return visual_prompt_from_fields(rgb, request.class_name, request.keypoint_names, request.keypoints,
+                                             request.skeleton, request.box)
+        ok, message = self._apply_visual(build, request.class_name, source="capture service")
+        response.success, response.message = ok, message
+        if ok:
+            image, order, header = frame
+            response.support_image = array_to_image(np.ascontiguousarray(image), f"{order}8", header)
+        return response
+
+    def _apply_visual(self, build, class_name: str, source: str) -> tuple[bool, str]:
+        """Make a visual prompt the prompt in force, or keep the current one and say why."""
+        with self._prompt_lock:
+            try:
+                if self.predictor is None:
+                    raise ValueError("no model loaded")
+                new = resolve_visual_prompt(self.predictor, build())
+            except Exception as exc:  # noqa: BLE001 - any conversion/validation problem is a rejection
+                current = self.prompt.text if self.prompt else "none"
+                reason = (f"rejected visual prompt '{class_name}' from {source}: {exc} "
+                          f"(still in force: {current})")
+                self.get_logger().error(reason)
+                self._publish_active(REJECTED_PREFIX + reason)
+                return False, reason
+            self.prompt = new
+        self.get_logger().info(f"prompt in force: {new.text}")
+        self._publish_active(new.text)
+        return True, new.text
 
     # ------------------------------------------------------------------ input
     def _on_image(self, msg: Image) -> None:
@@ -342,8 +381,9 @@ class DetectorNode(LifecycleNode):
         prompt, predictor = self.prompt, self.predictor  # one prompt for the whole frame
         if prompt is None or predictor is None:
             return
+        self._last_frame = (image, order, msg.header)  # what ~/capture_visual_prompt uses
         t0 = time.perf_counter()
-        instances = predictor.predict(image, prompt.text, color=order)
+        instances = prompt.run(predictor, image, order)
         model_time = time.perf_counter() - t0
         self._model_time.add(model_time)
         height, width = image.shape[:2]

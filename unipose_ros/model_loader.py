@@ -6,13 +6,20 @@ from unipose_ros.detection_messages import ActivePrompt
 
 def load_predictor(p: dict):
     """The model behind the node, built from the node's parameters (dict name -> value)."""
-    if p["backend"] != "torch":
-        raise RuntimeError(f"backend '{p['backend']}' is not available yet; use 'torch' (the "
-                           "deployment work adds onnxruntime and tensorrt)")
     from unipose_model.predictor import Predictor
 
+    backend = {"torch": "pytorch"}.get(p["backend"], p["backend"])
+    options = {}
+    if backend != "pytorch":
+        if p.get("backend_cache_dir"):
+            options["cache_dir"] = p["backend_cache_dir"]
+        if p.get("force_rebuild"):
+            options["force_rebuild"] = True
+        if backend == "tensorrt":
+            options["precision"] = {"float32": "fp32", "float16": "fp16", "bfloat16": "fp16"}[p["precision"]]
+    dtype = "float32" if backend != "pytorch" else p["precision"]
     return Predictor(model=p["model"], checkpoint=p["checkpoint"] or None, device=p["device"],
-                     dtype=p["precision"], text_encoder=p["text_encoder"],
+                     dtype=dtype, text_encoder=p["text_encoder"], backend=backend, backend_options=options,
                      clip_weights=p["clip_weights"] or None, box_threshold=p["box_threshold"],
                      iou_threshold=p["iou_threshold"], short_side=p["short_side"],
                      max_size=p["max_size"] or None, max_instances=p["max_instances"] or None)
@@ -27,3 +34,42 @@ def resolve_prompt(predictor, text: str) -> ActivePrompt:
         raise ValueError("empty prompt")
     canonical = parse_prompt(text).canonical()
     return ActivePrompt.from_prepared(canonical, predictor.prepare_prompt(canonical))
+
+
+def visual_prompt_from_fields(image_rgb, class_name: str, keypoint_names, keypoints, skeleton, box):
+    """A unipose_model VisualPrompt from the fields of VisualPrompt.msg / CaptureVisualPrompt.srv;
+    raises VisualPromptError with the reason when they do not fit together."""
+    import numpy as np
+    from unipose_model.visual_prompt import VisualPrompt, VisualPromptError
+
+    names, values, links, box = check_prompt_fields(keypoint_names, keypoints, skeleton, box)
+    if image_rgb is None or image_rgb.size == 0:
+        raise VisualPromptError("empty support image")
+    return VisualPrompt(np.ascontiguousarray(image_rgb), values.reshape(-1, 3), (class_name or "object").strip(),
+                        names, list(zip(links[0::2], links[1::2])), box or None)
+
+
+def check_prompt_fields(keypoint_names, keypoints, skeleton, box):
+    """The message-level checks of a visual prompt (before its image is converted)."""
+    import numpy as np
+    from unipose_model.visual_prompt import VisualPromptError
+
+    names = [str(n) for n in keypoint_names]
+    values = np.asarray(keypoints, dtype=np.float32)
+    if not names:
+        raise VisualPromptError("no keypoint names")
+    if len(values) != 3 * len(names):
+        raise VisualPromptError(f"{len(values)} keypoint values for {len(names)} names (need 3 per keypoint: x, y, v)")
+    links = [int(v) for v in skeleton]
+    if len(links) % 2:
+        raise VisualPromptError(f"skeleton has {len(links)} indices; it needs index pairs")
+    box = [float(v) for v in box]
+    if box and len(box) != 4:
+        raise VisualPromptError(f"box needs 4 values (x_min, y_min, x_max, y_max) or none, got {len(box)}")
+    return names, values, links, box
+
+
+def resolve_visual_prompt(predictor, visual, text_prompt: str | None = None) -> ActivePrompt:
+    """Encode a visual prompt (optionally with a text prompt); raises with the reason."""
+    prepared = predictor.prepare_visual_prompt(visual, text_prompt or None)
+    return ActivePrompt.from_prepared(prepared.text, prepared, visual=visual, text_prompt=text_prompt or None)

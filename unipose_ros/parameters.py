@@ -30,8 +30,14 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("clip_weights", "", "CLIP weights file or directory for offline machines (empty: the "
           "open_clip cache)."),
     Param("device", "auto", "Inference device: auto (CUDA when available), cpu, cuda, cuda:N."),
-    Param("backend", "torch", "Inference backend. torch now; onnxruntime and tensorrt arrive with "
-          "the deployment work.", choices=("torch", "onnxruntime", "tensorrt")),
+    Param("backend", "torch", "Inference backend: torch (the PyTorch model), onnxruntime (an ONNX "
+          "export of it, built on first use per input size and cached), tensorrt (a TensorRT engine, "
+          "CUDA GPU and the tensorrt package needed; cached by weights, TensorRT version, GPU, "
+          "precision and input size).", choices=("torch", "onnxruntime", "tensorrt")),
+    Param("backend_cache_dir", "", "Where exported ONNX graphs / TensorRT engines are cached "
+          "(empty: ~/.cache/unipose/engines)."),
+    Param("force_rebuild", False, "Rebuild the ONNX graph / TensorRT engine even when the cache "
+          "has one for this key."),
     Param("precision", "float32", "Numeric precision: float32, or float16 / bfloat16 (CUDA only).",
           choices=("float32", "float16", "bfloat16")),
     # detection

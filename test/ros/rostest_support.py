@@ -32,7 +32,8 @@ pytest.importorskip("unipose_ros.msg", reason="messages not built (scripts/build
 
 # The test model: small config, deterministic reference weights, hash text features.
 TEST_MODEL_PARAMS = {
-    "model": "unipose_tiny", "checkpoint": "reference", "text_encoder": "hash", "device": "cpu",
+    # the tiny model with a visual prompt encoder: text and visual prompts both run
+    "model": "unipose_tiny_visual", "checkpoint": "reference", "text_encoder": "hash", "device": "cpu",
     "short_side": 320, "max_size": 480,
 }
 

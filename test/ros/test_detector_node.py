@@ -13,6 +13,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from unipose_model.prompt import parse_prompt
 from unipose_ros.image_conversion import array_to_compressed, array_to_image
 from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
+from unipose_ros.srv import CaptureVisualPrompt
 
 from rostest_support import (CAMERA, DETECTOR, LATCHED, TEST_MODEL_PARAMS, NodeProcess, header, load_bgr,
                              publish_until, ros_args, same_stamp, sample_images)
@@ -113,6 +114,73 @@ def test_prompt_change_applies_from_next_frame_and_invalid_prompt_is_rejected(de
                             lambda m: "visual prompt 'bird'" in m.data, node=detector)
     assert refused.data.startswith("error: ") and "3 per keypoint" in refused.data
 
+    publish_until(probe, prompts, String(data="person"), "/unipose/active_prompt",
+                  lambda m: m.data == "person", node=detector)
+
+
+def _visual(support_bgr, name="bird", kpts=((40, 30, 2), (80, 60, 2), (60, 100, 0)), skeleton=(0, 1, 1, 2),
+            names=("beak", "tail", "left foot")):
+    return VisualPrompt(image=array_to_image(support_bgr, "bgr8"), class_name=name, keypoint_names=list(names),
+                        keypoints=[float(v) for k in kpts for v in k], skeleton=list(skeleton))
+
+
+def test_visual_prompt_topic_and_capture_service_change_the_output(detector, probe, camera):
+    """A visual prompt on ~/visual_prompt becomes the prompt in force (its class and keypoint
+    names on the next frame's output); invalid ones are refused on active_prompt with the
+    reason while it stays; ~/capture_visual_prompt makes one from the newest camera frame."""
+    probe.subscribe(KeypointInstanceArray, "/unipose/keypoints")
+    probe.subscribe(String, "/unipose/active_prompt", LATCHED)
+    visual = probe.node.create_publisher(VisualPrompt, "/unipose/visual_prompt", 1)
+    bgr = cv2.resize(load_bgr(sample_images(1)[0]), (320, 240))
+    support = cv2.resize(load_bgr(sample_images(2)[1]), (200, 160))
+
+    active = publish_until(probe, visual, _visual(support), "/unipose/active_prompt",
+                           lambda m: "bird" in m.data and not m.data.startswith("error"), node=detector)
+    assert "visual prompt" in active.data and "3 keypoints" in active.data
+    msg = array_to_image(bgr, "bgr8", header(60))
+    array = publish_until(probe, camera, msg, "/unipose/keypoints",
+                          lambda m: same_stamp(m.header, msg.header), node=detector)
+    assert [c.name for c in array.classes] == ["bird"] and array.prompt == active.data
+    assert list(array.classes[0].keypoint_names) == ["beak", "tail", "left foot"]
+    assert list(array.classes[0].skeleton) == [0, 1, 1, 2]
+    assert array.instances and all(i.label == "bird" and len(i.keypoints) == 3 for i in array.instances)
+
+    rejections = [
+        (_visual(support, "nothing", kpts=((40, 30, 0), (80, 60, 0), (1, 1, 0))), "no visible keypoint"),
+        (_visual(support, "outside", kpts=((40, 30, 2), (500, 60, 2), (1, 1, 2))), "outside"),
+        (_visual(support, "names", names=("beak", "tail")), "need 3 per keypoint"),
+        (_visual(support, "skeleton", skeleton=(0, 7)), "does not exist"),
+    ]
+    for bad, reason in rejections:
+        refused = publish_until(probe, visual, bad, "/unipose/active_prompt",
+                                lambda m, n=bad.class_name: f"visual prompt '{n}'" in m.data, node=detector)
+        assert refused.data.startswith("error: ") and reason in refused.data, refused.data
+        assert active.data in refused.data  # what stays in force
+    msg = array_to_image(bgr, "bgr8", header(61))
+    array = publish_until(probe, camera, msg, "/unipose/keypoints",
+                          lambda m: same_stamp(m.header, msg.header), node=detector)
+    assert [c.name for c in array.classes] == ["bird"]
+
+    client = probe.node.create_client(CaptureVisualPrompt, "/unipose/capture_visual_prompt")
+    probe.wait_until(lambda: client.service_is_ready(), 30, "the capture service", node=detector)
+
+    def call(**fields):
+        future = client.call_async(CaptureVisualPrompt.Request(**fields))
+        probe.wait_until(future.done, 60, "the capture service's answer", node=detector)
+        return future.result()
+
+    refused = call(class_name="cup", keypoint_names=["rim"], keypoints=[10.0, 10.0, 0.0])
+    assert not refused.success and "no visible keypoint" in refused.message
+    answer = call(class_name="cup", keypoint_names=["rim", "handle"], keypoints=[100.0, 80.0, 2.0, 150.0, 90.0, 2.0])
+    assert answer.success, answer.message
+    assert (answer.support_image.width, answer.support_image.height) == (320, 240)
+    assert "cup" in answer.message
+    msg = array_to_image(bgr, "bgr8", header(62))
+    array = publish_until(probe, camera, msg, "/unipose/keypoints",
+                          lambda m: same_stamp(m.header, msg.header), node=detector)
+    assert [c.name for c in array.classes] == ["cup"] and list(array.classes[0].keypoint_names) == ["rim", "handle"]
+
+    prompts = probe.node.create_publisher(String, "/unipose/prompt", 10)
     publish_until(probe, prompts, String(data="person"), "/unipose/active_prompt",
                   lambda m: m.data == "person", node=detector)
 

@@ -33,7 +33,7 @@ class OnnxRuntimeBackend:
 
     def __init__(self, model: nn.Module, *, cache_dir: str | Path | None = None,
                  providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
-                 opset: Optional[int] = None):
+                 opset: Optional[int] = None, force_rebuild: bool = False):
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
@@ -46,6 +46,7 @@ class OnnxRuntimeBackend:
         self.providers = list(providers or ["CPUExecutionProvider"])
         self.threads = threads
         self.opset = opset or DEFAULT_OPSET
+        self.force_rebuild = force_rebuild  # re-export each input size once, ignoring the cache
         self.weights_sha256 = weights_hash(self.model)
         self._sessions: Dict[Tuple[int, int], object] = {}
         self._lock = threading.Lock()
@@ -64,7 +65,7 @@ class OnnxRuntimeBackend:
             if key in self._sessions:
                 return self._sessions[key]
             path = self.onnx_path(key)
-            if not path.is_file():
+            if self.force_rebuild or not path.is_file():
                 from ..export.onnx_export import export_onnx
 
                 tmp = path.with_suffix(f".tmp{os.getpid()}")
