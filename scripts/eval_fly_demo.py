@@ -3,6 +3,9 @@
 
     python scripts/eval_fly_demo.py                       # all 300 held-out frames
     python scripts/eval_fly_demo.py --frames 1200:1500:10 --checkpoint outputs/fly_demo/best.pth
+    python scripts/eval_fly_demo.py --support-frame 1100 --checkpoint outputs/fly_visual/last.pth
+        # 1-shot visual prompt: fly 0 of training frame 1100 with its labelled keypoints is the
+        # support; the text prompt is not used
 
 Runs the Predictor exactly as users do (prompt "fly", the checkpoint's own input size and prompt
 features) and scores it with training.evaluation:
@@ -50,8 +53,31 @@ def match_found(dets: list[dict], gts: list, iou_thr: float) -> tuple[int, int]:
     return found, unmatched
 
 
+def support_prompt(video: str, frame: int, instance: int = 0):
+    """A 1-shot visual prompt: one labelled fly of a (training) frame of the clip."""
+    import cv2
+
+    from unipose_model.visual_prompt import VisualPrompt
+
+    doc = json.loads(LABELS.read_text())
+    anns = [a for a in doc["annotations"] if a["image_id"] == frame]
+    if not 0 <= instance < len(anns):
+        raise SystemExit(f"frame {frame} has {len(anns)} labelled flies; no instance {instance}")
+    ann = anns[instance]
+    cat = next(c for c in doc["categories"] if c["id"] == ann["category_id"])
+    cap = cv2.VideoCapture(video)
+    cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+    ok, image = cap.read()
+    cap.release()
+    if not ok:
+        raise SystemExit(f"cannot read frame {frame} of {video}")
+    x, y, w, h = ann["bbox"]
+    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)), "fly",
+                        cat["keypoints"], [(a - 1, b - 1) for a, b in cat.get("skeleton", [])], (x, y, x + w, y + h))
+
+
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
-             iou_thr: float = 0.5) -> dict:
+             iou_thr: float = 0.5, visual=None) -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -76,7 +102,10 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         if index not in wanted:
             continue
         t0 = time.perf_counter()
-        instances = predictor.predict(frame, "fly", color="bgr")
+        if visual is not None:
+            instances = predictor.predict(frame, visual_prompt=visual, color="bgr")
+        else:
+            instances = predictor.predict(frame, "fly", color="bgr")
         seconds.append(time.perf_counter() - t0)
         dets = [inst.to_coco(index, category_id=1) for inst in instances]
         results += dets
@@ -88,6 +117,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     both = sum(f["found"] == f["flies"] for f in per_frame)
     return {
         "checkpoint": str(predictor.checkpoint), "frames": f"{frames.start}:{frames.stop}:{frames.step}",
+        "prompt": "text 'fly'" if visual is None else f"1-shot visual prompt ({visual.class_name}, {len(visual.keypoints)} keypoints)",
         "num_frames": len(per_frame), "box_threshold": predictor.box_threshold,
         "input_size": [predictor.short_side, predictor.max_size],
         "both_flies_found": both / max(1, len(per_frame)),
@@ -110,13 +140,24 @@ def main(argv=None) -> int:
     p.add_argument("--video", default=str(BUNDLED_VIDEO))
     p.add_argument("--box-threshold", type=float, default=None, help="default: the Predictor's (0.1)")
     p.add_argument("--json", help="also write the numbers to this file")
+    p.add_argument("--support-frame", type=int, default=None,
+                   help="1-shot visual prompt: the labelled fly of this frame (a training frame, < 1200) is the "
+                        "support instead of the text prompt")
+    p.add_argument("--support-instance", type=int, default=0, help="which fly of --support-frame (default 0)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)  # 2 threads lose to 1 on a shared 2-core machine
     frames = frame_range(args.frames)
     if frames.start < 1200:
         print("warning: frames below 1200 were used for training", file=sys.stderr)
-    out = evaluate(args.checkpoint, frames, args.video, args.box_threshold)
+    visual = None
+    if args.support_frame is not None:
+        if args.support_frame >= 1200:
+            print("warning: the support frame is a held-out frame", file=sys.stderr)
+        visual = support_prompt(args.video, args.support_frame, args.support_instance)
+    out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual)
+    if visual is not None:
+        out["support"] = {"frame": args.support_frame, "instance": args.support_instance}
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

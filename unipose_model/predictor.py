@@ -468,6 +468,20 @@ class Predictor:
                                       group.keypoint_names, group.skeleton))
         return instances
 
+    def set_query_counts(self, num_queries: int | None = None, num_select: int | None = None) -> None:
+        """Proposals kept after the encoder and instances given keypoint queries (None: the
+        model's configuration). Fewer is faster and changes the outputs (see speed.py)."""
+        if self.backend != "pytorch":
+            raise PredictorError("query counts are fixed in an exported graph; use the pytorch backend")
+        model, cfg = self.model, self.config
+        nq = cfg.num_queries if num_queries is None else int(num_queries)
+        ns = cfg.num_select if num_select is None else int(num_select)
+        if not 1 <= nq <= cfg.num_queries or not 1 <= ns <= nq:
+            raise PredictorError(f"need 1 <= num_select <= num_queries <= {cfg.num_queries}; got {ns}, {nq}")
+        with self._lock:
+            model.transformer.num_queries = nq
+            model.transformer.decoder.num_select = ns
+
     def __repr__(self) -> str:
         name = getattr(self.config, "name", type(self.model).__name__)
         return (f"Predictor(model={name}, checkpoint={self.checkpoint}, device={self.device}, "

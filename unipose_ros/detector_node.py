@@ -116,6 +116,9 @@ class DetectorNode(LifecycleNode):
         if predictor is not None:
             for param in params:
                 self._apply_runtime(predictor, param.name, param.value)
+            changed = {p.name: p.value for p in params}
+            if changed.keys() & {"speed_profile", "short_side", "max_size"}:
+                self._apply_speed_profile(predictor, changed)
         if any(p.name == "max_rate" for p in params):
             self._limiter.max_rate = float(next(p.value for p in params if p.name == "max_rate"))
         return SetParametersResult(successful=True)
@@ -131,10 +134,21 @@ class DetectorNode(LifecycleNode):
         elif name == "max_size":
             predictor.max_size = int(value) or None
 
+    def _apply_speed_profile(self, predictor, changed: dict | None = None) -> None:
+        """The profile scales the configured input size and the model's query counts."""
+        from unipose_model.speed import apply_profile
+
+        values = {name: self._param(name) for name in ("speed_profile", "short_side", "max_size")}
+        values.update(changed or {})
+        profile = apply_profile(predictor, values["speed_profile"], int(values["short_side"]),
+                                int(values["max_size"]) or None)
+        self.get_logger().info(f"speed profile {profile.describe()}: input short side {predictor.short_side}, "
+                               f"max {predictor.max_size}")
+
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         params = self._params()
-        for name in ("backend", "precision", "image_qos"):
+        for name in ("backend", "precision", "image_qos", "speed_profile"):
             reason = check_choice(name, params[name])
             if reason:
                 self.get_logger().error(reason)
@@ -149,6 +163,8 @@ class DetectorNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._load_error = ""
         self._limiter.max_rate = float(params["max_rate"])
+        if params["speed_profile"] != "accurate":
+            self._apply_speed_profile(self.predictor)
 
         reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._pubs = {

@@ -51,6 +51,10 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("short_side", 800, "Input resize: short side in pixels.", runtime=True, range=(32, 4096)),
     Param("max_size", 1333, "Input resize: long side limit in pixels (0: none).", runtime=True,
           range=(0, 8192)),
+    Param("speed_profile", "accurate", "Speed/accuracy trade-off: accurate (the model as trained, at "
+          "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
+          "instances) or fastest (input x0.4, proposals / 9, instances x0.2). Measured cost: "
+          "docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest")),
     Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
           "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
     # input

@@ -90,6 +90,19 @@ def test_lifecycle_transitions_and_runtime_parameters(probe, start_node):
     assert all(r.successful for r in set_params(probe, node, prompt="person: nose"))
     assert [k.name for k in detect().instances[0].keypoints] == ["nose"]
 
+    # speed profile at run time: fewer keypoint instances (the tiny model selects 10 -> 2 in
+    # "fastest"), a smaller input; back to "accurate" restores the outputs; a typo is refused
+    assert all(r.successful for r in set_params(probe, node, max_instances=0))
+    accurate = detect()
+    assert all(r.successful for r in set_params(probe, node, speed_profile="fastest"))
+    fastest = detect()
+    assert 1 <= len(fastest.instances) <= 2 < len(accurate.instances)
+    assert all(r.successful for r in set_params(probe, node, speed_profile="accurate"))
+    again = detect()
+    assert [i.score for i in again.instances] == pytest.approx([i.score for i in accurate.instances], abs=1e-6)
+    refused = set_params(probe, node, speed_profile="turbo")
+    assert not refused[0].successful and "speed_profile must be one of" in refused[0].reason
+
     # deactivate: unsubscribed, no processing, model kept; activate again works at once
     assert transition(probe, node, Transition.TRANSITION_DEACTIVATE) == State.PRIMARY_STATE_INACTIVE
     probe.wait_until(lambda: camera.get_subscription_count() == 0, 30, "the image unsubscription")

@@ -1,0 +1,52 @@
+"""Speed profiles: trade accuracy for frames per second without retraining.
+
+A profile scales three knobs of a loaded model, relative to its own defaults:
+  * the input resolution (short side and long-side cap): the encoder's cost grows with the
+    number of image tokens, i.e. with the square of the scale;
+  * `num_queries`, the two-stage proposals that enter the decoder;
+  * `num_select`, the instances that get keypoint queries (the keypoint layers' cost).
+"accurate" is the model as trained; the others change its outputs (measured cost:
+docs/BENCHMARKS.md, speed profiles).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SpeedProfile:
+    name: str
+    input_scale: float     # x the configured short side and long-side cap
+    query_scale: float     # x the model's num_queries
+    select_scale: float    # x the model's num_select
+
+    def describe(self) -> str:
+        return (f"{self.name}: input x{self.input_scale:g}, proposals x{self.query_scale:g}, "
+                f"keypoint instances x{self.select_scale:g}")
+
+
+PROFILES = {p.name: p for p in (
+    SpeedProfile("accurate", 1.0, 1.0, 1.0),
+    SpeedProfile("fast", 0.6, 1 / 3, 0.4),
+    SpeedProfile("fastest", 0.4, 1 / 9, 0.2),
+)}
+
+
+def get_profile(name: str) -> SpeedProfile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown speed profile {name!r}; one of {', '.join(PROFILES)}") from None
+
+
+def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -> SpeedProfile:
+    """Set `predictor`'s input size and its model's query counts for profile `name`, from the
+    accurate values `short_side` / `max_size` and the model configuration's query counts."""
+    profile = get_profile(name)
+    cfg = predictor.model.config
+    predictor.short_side = max(32, int(round(short_side * profile.input_scale)))
+    predictor.max_size = None if not max_size else max(32, int(round(max_size * profile.input_scale)))
+    if getattr(predictor, "backend", "pytorch") == "pytorch":  # exported graphs fix their query counts
+        predictor.set_query_counts(max(1, int(round(cfg.num_queries * profile.query_scale))),
+                                   max(1, int(round(cfg.num_select * profile.select_scale))))
+    return profile
