@@ -748,8 +748,9 @@ class Trainer:
         return inst, kpt
 
     def _denoising_queries(self, targets, inst_valid) -> Optional[DenoisingQueries]:
-        """DN queries for this batch; their noise comes from the global torch RNG, which
-        checkpoints save and restore (a resumed run draws the same noise)."""
+        """DN queries for this batch. Their noise comes from a generator seeded by (run seed,
+        step, rank), not from the global RNG (which DataLoader iterators also draw from): a
+        resumed run draws exactly the noise the uninterrupted run drew at that step."""
         cfg = self.cfg.denoising
         if cfg.number <= 0:
             return None
@@ -758,7 +759,8 @@ class Trainer:
         if max(num_classes, default=0) > labelbook:
             raise ValueError(f"a batch has {max(num_classes)} prompt classes; the model's denoising label "
                              f"table has {labelbook}")
-        return build_denoising_queries(targets, num_classes, cfg)
+        seed = (int(self.cfg.run.seed) * 1_000_003 + int(self.step)) * 131 + int(self.rank)
+        return build_denoising_queries(targets, num_classes, cfg, torch.Generator().manual_seed(seed % 2 ** 63))
 
     def loader(self) -> DataLoader:
         self.sampler.set_state(self.epoch, self.batch_in_epoch)

@@ -34,7 +34,7 @@ def colcon_install(tmp_path_factory):
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("package.xml", "CMakeLists.txt"):
         shutil.copy2(ROOT / name, package / name)
-    for name in ("msg", "launch", "config", "unipose_ros", "unipose_model"):
+    for name in ("msg", "srv", "launch", "config", "unipose_ros", "unipose_model"):
         shutil.copytree(ROOT / name, package / name, ignore=ignore)
     env = {**os.environ, "AMENT_PREFIX_PATH": str(VENV), "CMAKE_PREFIX_PATH": str(VENV),
            "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}"}
@@ -60,6 +60,7 @@ def test_colcon_build_installs_messages_executables_launch_and_config(colcon_ins
         assert path.is_file() and os.access(path, os.X_OK)
     site = next((colcon_install / "lib").glob("python3*/site-packages"))
     assert (site / "unipose_ros" / "msg" / "_keypoint_instance_array.py").is_file()
+    assert (site / "unipose_ros" / "srv" / "_capture_visual_prompt.py").is_file()
     assert (site / "unipose_ros" / "detector_node.py").is_file()
     assert (site / "unipose_model" / "predictor.py").is_file()
 
