@@ -72,8 +72,10 @@ def support_prompt(video: str, frame: int, instance: int = 0):
     if not ok:
         raise SystemExit(f"cannot read frame {frame} of {video}")
     x, y, w, h = ann["bbox"]
+    links = [tuple(link) for link in cat.get("skeleton", [])]
+    base = 0 if any(0 in link for link in links) else 1  # this file's skeleton is 0-based
     return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)), "fly",
-                        cat["keypoints"], [(a - 1, b - 1) for a, b in cat.get("skeleton", [])], (x, y, x + w, y + h))
+                        cat["keypoints"], [(a - base, b - base) for a, b in links], (x, y, x + w, y + h))
 
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,

@@ -15,6 +15,7 @@ from unipose_model.text_encoder import PrecomputedTextEncoder, TextEncoderError
 
 LABELS = DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json"
 HELD_OUT = (1200, 1300)   # frames >= 1200 were never trained on
+MIN_PCK = 0.7             # per frame; the card's mean over all 300 held-out frames is higher
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +42,34 @@ def _iou(a, b):
 def test_bundle_is_small_and_self_describing():
     assert BUNDLED_CHECKPOINT.stat().st_size < 25e6 and BUNDLED_VIDEO.is_file()
     info = read_model_file_info(BUNDLED_CHECKPOINT)
-    assert info.model_name == "unipose_tiny" and info.input_size["short_side"] > 0
+    assert info.model_name == "unipose_tiny_visual" and info.input_size["short_side"] > 0
     assert "a photo of fly" in info.text_table
     assert info.vocabulary[0]["categories"] == ["fly"] and len(info.vocabulary[0]["keypoints"]) == 13
 
 
+def _support(frame=1100, instance=0):
+    """A 1-shot visual prompt: a labelled fly of a training frame (as scripts/eval_fly_demo.py)."""
+    from unipose_model.visual_prompt import VisualPrompt
+    doc = json.loads(LABELS.read_text())
+    ann = [a for a in doc["annotations"] if a["image_id"] == frame][instance]
+    x, y, w, h = ann["bbox"]
+    return VisualPrompt(cv2.cvtColor(_frame(frame), cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)),
+                        "fly", doc["categories"][0]["keypoints"], box=(x, y, x + w, y + h))
+
+
 @pytest.mark.skipif(not LABELS.is_file(), reason="shared fly labels not available")
 @pytest.mark.parametrize("index", HELD_OUT)
-def test_finds_both_flies_on_held_out_frames(predictor, index):
-    """A regression check at the level of the model card (held-out PCK@0.2 0.49, both flies
-    found in 81 % of frames): both flies boxed, half of the keypoints within 0.2 of the box."""
+@pytest.mark.parametrize("prompt", ["text", "visual"])
+def test_finds_both_flies_on_held_out_frames(predictor, index, prompt):
+    """A regression check at the level of the model card (held-out frames, text prompt and a
+    1-shot visual prompt from training frame 1100): both flies boxed (IoU >= 0.5), most of the
+    keypoints within 0.2 of the box size."""
     gts = [a for a in json.loads(LABELS.read_text())["annotations"] if a["image_id"] == index]
-    found = predictor.predict(_frame(index), "fly", color="bgr")
+    if prompt == "text":
+        found = predictor.predict(_frame(index), "fly", color="bgr")
+    else:
+        found = predictor.predict(_frame(index), visual_prompt=_support(), color="bgr")
+        assert all(inst.label == "fly" for inst in found)
     assert len(found) >= 2
     correct = []
     for gt in gts:
@@ -61,14 +78,14 @@ def test_finds_both_flies_on_held_out_frames(predictor, index):
         assert _iou(best.box, (x, y, x + w, y + h)) >= 0.5
         kp = np.asarray(gt["keypoints"], float).reshape(-1, 3)
         correct.append((np.linalg.norm(best.keypoints[:, :2] - kp[:, :2], axis=1) / max(w, h) < 0.2).mean())
-    assert np.mean(correct) >= 0.45, correct
+    assert np.mean(correct) >= MIN_PCK, correct
     assert found[0].keypoint_names[:3] == ("head", "thorax", "abdomen") and found[0].skeleton
 
 
 def test_default_predictor_is_the_bundled_model_without_official_weights(monkeypatch, tmp_path):
     monkeypatch.setenv("UNIPOSE_CACHE", str(tmp_path))   # no official checkpoint there
     p = Predictor(device="cpu")
-    assert p.checkpoint == BUNDLED_CHECKPOINT and p.config.name == "unipose_tiny"
+    assert p.checkpoint == BUNDLED_CHECKPOINT and p.config.name == "unipose_tiny_visual"
     assert p.text_encoder.name.startswith("precomputed")
 
 

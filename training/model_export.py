@@ -72,6 +72,7 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
 
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
+           box_threshold: Optional[float] = None,
            info: Optional[Dict[str, Any]] = None) -> Path:
     """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
     checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`)."""
@@ -91,7 +92,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
                            overrides=entries["model_config"].get("overrides"), texts=tf["texts"],
                            features=tf["features"], text_encoder=tf["encoder"],
                            vocabulary=entries["vocabulary"], input_size=entries["input_size"],
-                           info={k: v for k, v in meta.items() if v is not None}, half=half)
+                           info={k: v for k, v in meta.items() if v is not None}, half=half,
+                           postprocess=None if box_threshold is None else {"box_threshold": box_threshold})
 
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
@@ -125,8 +127,11 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="the run's YAML config (for checkpoints that carry none)")
     p.add_argument("--float32", action="store_true", help="keep float32 weights (default float16)")
     p.add_argument("--info", help="JSON object of provenance to store (data, split, metrics, ...)")
+    p.add_argument("--box-threshold", type=float, default=None,
+                   help="score threshold to store as the model's default (choose it on held-out data)")
     args = p.parse_args(argv)
     path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
+                  box_threshold=args.box_threshold,
                   info=json.loads(args.info) if args.info else None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

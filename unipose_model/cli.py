@@ -55,8 +55,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="inference precision; half types need CUDA (default float32)")
-    p.add_argument("--box-threshold", type=float, default=DEFAULT_BOX_THRESHOLD,
-                   help=f"minimum score (default {DEFAULT_BOX_THRESHOLD})")
+    p.add_argument("--box-threshold", type=float, default=None,
+                   help=f"minimum score (default: the checkpoint's recommended one, else {DEFAULT_BOX_THRESHOLD})")
     p.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD,
                    help=f"NMS IoU threshold (default {DEFAULT_IOU_THRESHOLD})")
     p.add_argument("--short-side", type=int, default=None,
@@ -108,7 +108,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if hasattr(encoder, "load"):
         encoder.load()  # missing CLIP weights: fail now, not after the model is built
     predictor = Predictor(args.model, checkpoint, device=args.device, dtype=args.dtype,
-                          text_encoder=encoder, box_threshold=args.box_threshold,
+                          text_encoder=encoder,
+                          box_threshold="auto" if args.box_threshold is None else args.box_threshold,
                           iou_threshold=args.iou_threshold, short_side=args.short_side,
                           max_size="auto" if args.max_size is None else args.max_size,
                           max_instances=args.max_instances)

@@ -11,6 +11,8 @@ that key (so any official-format loader still reads it) and adds:
     "vocabulary":    keypoint-set entries (the keypoint_sets.json layout) of the categories the
                      model knows: "fly" means *its* 13 keypoints, not the default 32
     "input_size":    {"short_side": S, "max_size": M} the resolution it was trained for
+    "postprocess":   {"box_threshold": T} the score threshold chosen for this model (on data
+                     it was not trained on); the Predictor's default when given
     "info":          free-form provenance (data, split, command, metrics)
 
 Weights may be stored as float16 (half the file); loading casts them to the model's dtype.
@@ -39,6 +41,7 @@ class ModelFileInfo:
     text_table: Optional[Dict[str, torch.Tensor]] = None     # prompt text -> (512,) float32
     vocabulary: Optional[List[Dict[str, Any]]] = None
     input_size: Optional[Dict[str, int]] = None
+    postprocess: Dict[str, float] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
 
     def known_prompts(self) -> str:
@@ -73,6 +76,8 @@ def read_model_file_info(path: str | os.PathLike) -> ModelFileInfo:
         out.vocabulary = [dict(s) for s in obj["vocabulary"]]
     if isinstance(obj.get("input_size"), Mapping):
         out.input_size = {k: int(v) for k, v in obj["input_size"].items()}
+    if isinstance(obj.get("postprocess"), Mapping):
+        out.postprocess = {k: float(v) for k, v in obj["postprocess"].items()}
     return out
 
 
@@ -81,7 +86,7 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
                     texts: Sequence[str] = (), features: Optional[torch.Tensor] = None,
                     text_encoder: str = "", vocabulary: Optional[Sequence[Mapping]] = None,
                     input_size: Optional[Mapping[str, int]] = None, info: Optional[Mapping] = None,
-                    half: bool = False) -> Path:
+                    half: bool = False, postprocess: Optional[Mapping[str, float]] = None) -> Path:
     """Write a self-describing checkpoint (official layout plus the entries above)."""
     def small(t: torch.Tensor) -> torch.Tensor:
         return t.detach().cpu().half() if half and t.is_floating_point() else t.detach().cpu()
@@ -98,6 +103,8 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
         obj["vocabulary"] = [dict(s) for s in vocabulary]
     if input_size:
         obj["input_size"] = dict(input_size)
+    if postprocess:
+        obj["postprocess"] = {k: float(v) for k, v in postprocess.items()}
     if info:
         obj["info"] = dict(info)
     path = Path(path)

@@ -137,7 +137,8 @@ class Predictor:
             else CLIP), "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed),
             a precomputed feature file, or a :class:`TextEncoder`.
         clip_weights: CLIP weights file or directory for offline machines (``"clip"`` only).
-        box_threshold, iou_threshold: official post-processing (0.1, 0.9).
+        box_threshold, iou_threshold: official post-processing (0.1, 0.9); box_threshold "auto":
+            the threshold the checkpoint file recommends, if it stores one, else 0.1.
         short_side, max_size: resize rule; None / "auto" = the checkpoint's training resolution
             if it records one, else the official 800 / 1333 (max_size None: no cap).
         max_instances: keep at most this many detections per image (best first); None = all.
@@ -150,7 +151,7 @@ class Predictor:
     def __init__(self, model: str | nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
                  *, device: str = "auto", dtype: str | torch.dtype = "float32",
                  text_encoder: str | TextEncoder = "auto", clip_weights: str | None = None,
-                 box_threshold: float = DEFAULT_BOX_THRESHOLD,
+                 box_threshold: float | str = "auto",
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, batch_size: int = 8, prompt_cache_size: int = 64,
@@ -160,7 +161,7 @@ class Predictor:
         if self.dtype != torch.float32 and self.device.type != "cuda":
             raise PredictorError(f"dtype {_dtype_name(self.dtype)} needs a CUDA device (got "
                                  f"{self.device}); use dtype float32 on the CPU")
-        if not 0.0 <= box_threshold < 1.0:
+        if box_threshold != "auto" and not 0.0 <= box_threshold < 1.0:
             raise PredictorError(f"box_threshold must be in [0, 1), got {box_threshold}")
         if not 0.0 <= iou_threshold <= 1.0:
             raise PredictorError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
@@ -169,7 +170,7 @@ class Predictor:
         if batch_size < 1:
             raise PredictorError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
-        self.box_threshold = float(box_threshold)
+        self.box_threshold = DEFAULT_BOX_THRESHOLD if box_threshold == "auto" else float(box_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_instances = max_instances
 
@@ -184,6 +185,8 @@ class Predictor:
             if self.dtype != torch.float32:
                 raise PredictorError(f"backend {backend} runs its own precision; use dtype float32")
             self._backend = build_backend(backend, self.model, **(backend_options or {}))
+        if box_threshold == "auto" and "box_threshold" in self.file_info.postprocess:
+            self.box_threshold = float(self.file_info.postprocess["box_threshold"])
         trained = self.file_info.input_size or {}  # the resolution the checkpoint was trained for
         self.short_side = int(trained.get("short_side", DEFAULT_SHORT_SIDE) if short_side is None else short_side)
         self.max_size = trained.get("max_size", DEFAULT_MAX_SIZE) if max_size == "auto" else max_size

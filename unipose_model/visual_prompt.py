@@ -373,7 +373,9 @@ def _support_from_coco(doc, path, instance: int, image_name: Optional[str]):
     if len(names) != len(kpts):
         raise VisualPromptError(f"{path}: annotation {ann.get('id')} has {len(kpts)} keypoints, its category "
                                 f"'{cat.get('name')}' names {len(names)}")
-    skeleton = tuple((int(a) - 1, int(b) - 1) for a, b in cat.get("skeleton") or [])
+    links = [(int(a), int(b)) for a, b in cat.get("skeleton") or []]
+    base = 0 if any(0 in link for link in links) else 1  # COCO is 1-based; some exports are not
+    skeleton = tuple((a - base, b - base) for a, b in links)
     box = None
     if ann.get("bbox") and len(ann["bbox"]) == 4:
         x, y, w, h = map(float, ann["bbox"])

@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
             Parameter("model", value=info.model_name), Parameter("checkpoint", value=str(args.checkpoint)),
             Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
             Parameter("prompt", value=args.prompt), Parameter("short_side", value=int(size.get("short_side", 800))),
-            Parameter("max_size", value=int(size.get("max_size", 1333))), Parameter("autostart", value=True)])
+            Parameter("max_size", value=int(size.get("max_size", 1333))), Parameter("autostart", value=True),
+            Parameter("box_threshold", value=float(info.postprocess.get("box_threshold", 0.1)))])
         nodes.append(detector)
         print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
         if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:
