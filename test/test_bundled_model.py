@@ -15,7 +15,8 @@ from unipose_model.text_encoder import PrecomputedTextEncoder, TextEncoderError
 
 LABELS = DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json"
 HELD_OUT = (1200, 1300)   # frames >= 1200 were never trained on
-MIN_PCK = 0.7             # per frame; the card's mean over all 300 held-out frames is higher
+# per frame, two frames: the card's means over all 300 held-out frames are 0.77 (text) and 0.63 (visual)
+MIN_PCK = {"text": 0.7, "visual": 0.45}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +54,9 @@ def _support(frame=1100, instance=0):
     doc = json.loads(LABELS.read_text())
     ann = [a for a in doc["annotations"] if a["image_id"] == frame][instance]
     x, y, w, h = ann["bbox"]
+    cat = doc["categories"][0]  # its skeleton is 0-based
     return VisualPrompt(cv2.cvtColor(_frame(frame), cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)),
-                        "fly", doc["categories"][0]["keypoints"], box=(x, y, x + w, y + h))
+                        "fly", cat["keypoints"], [tuple(link) for link in cat["skeleton"]], box=(x, y, x + w, y + h))
 
 
 @pytest.mark.skipif(not LABELS.is_file(), reason="shared fly labels not available")
@@ -63,14 +65,14 @@ def _support(frame=1100, instance=0):
 def test_finds_both_flies_on_held_out_frames(predictor, index, prompt):
     """A regression check at the level of the model card (held-out frames, text prompt and a
     1-shot visual prompt from training frame 1100): both flies boxed (IoU >= 0.5), most of the
-    keypoints within 0.2 of the box size."""
+    keypoints within 0.2 of the box size, and no third detection (the file's box threshold)."""
     gts = [a for a in json.loads(LABELS.read_text())["annotations"] if a["image_id"] == index]
     if prompt == "text":
         found = predictor.predict(_frame(index), "fly", color="bgr")
     else:
         found = predictor.predict(_frame(index), visual_prompt=_support(), color="bgr")
         assert all(inst.label == "fly" for inst in found)
-    assert len(found) >= 2
+    assert len(found) == 2
     correct = []
     for gt in gts:
         x, y, w, h = gt["bbox"]
@@ -78,7 +80,7 @@ def test_finds_both_flies_on_held_out_frames(predictor, index, prompt):
         assert _iou(best.box, (x, y, x + w, y + h)) >= 0.5
         kp = np.asarray(gt["keypoints"], float).reshape(-1, 3)
         correct.append((np.linalg.norm(best.keypoints[:, :2] - kp[:, :2], axis=1) / max(w, h) < 0.2).mean())
-    assert np.mean(correct) >= MIN_PCK, correct
+    assert np.mean(correct) >= MIN_PCK[prompt], correct
     assert found[0].keypoint_names[:3] == ("head", "thorax", "abdomen") and found[0].skeleton
 
 
