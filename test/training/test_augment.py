@@ -132,3 +132,42 @@ def test_sampler_shards_equal_the_global_batch_and_resume():
     assert list(one) != full                         # a new epoch, a new order
     # balanced: both sources drawn although one is smaller
     assert {i >= 5 for i, _ in full} == {True, False}
+
+
+def test_rotate_moves_pixels_keypoints_and_boxes_together():
+    """90 degrees on a square image: a bright patch and its labelled corners land where the
+    rotation puts them; a box made from keypoints is rebuilt from the rotated keypoints, a
+    loose box becomes the box of its rotated corners; keypoints rotated off the canvas are
+    unlabelled; left/right names stay (rotation keeps handedness)."""
+    from training.augment import rotate
+    img = np.zeros((200, 200, 3), np.uint8)
+    img[20:40, 10:50] = 255
+    kp = np.array([[[10, 20, 2], [50, 40, 2], [30, 30, 2]], [[190, 5, 2], [199, 1, 2], [0, 0, 0]]], float)
+    ann = {"boxes": np.array([[10, 20, 50, 40.], [150, 0, 200, 60.]]), "keypoints": kp,
+           "class_names": ["a", "b"], "keypoint_names": ["left eye", "right eye", "nose"], "flip_pairs": [(0, 1)]}
+    out_img, out = rotate(img, ann, 90)
+    ys, xs = np.nonzero(out_img[..., 0] > 128)
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (20, 151, 39, 190)   # the patch, rotated
+    assert np.allclose(out["keypoints"][0, :, :2], [[20, 190], [40, 150], [30, 170]])
+    assert np.allclose(out["boxes"][0], [20, 150, 40, 190])                  # from its keypoints
+    assert np.allclose(out["boxes"][1], [0, 0, 60, 50])                     # corners, clipped
+    assert out["keypoint_names"] == ["left eye", "right eye", "nose"]
+    assert ann["keypoints"][0, 0, 0] == 10                                  # input untouched
+    _, out = rotate(img, ann, 45)
+    assert (out["keypoints"][1, 2] == 0).all()                              # unlabelled stays so
+
+
+def test_object_centred_crops_contain_the_object_and_eval_has_its_own_cap():
+    img = np.zeros((1000, 1000, 3), np.uint8)
+    ann = {"boxes": np.array([[800, 820, 850, 880.]]), "keypoints": np.array([[[825, 850, 2]]], float),
+           "class_names": ["fly"], "keypoint_names": ["head"], "flip_pairs": []}
+    cfg = AugmentConfig(scales=[200], max_size=200, flip_prob=0.0, crop_prob=1.0, crop_around_objects=True,
+                        crop_resize_scales=[1000], crop_min=200, crop_max=200, eval_size=500, eval_max_size=600)
+    aug = Augmenter(cfg, train=True)
+    for seed in range(20):
+        out_img, out = aug(img, ann, np.random.default_rng(seed))
+        assert out_img.shape[:2] == (200, 200) and len(out["boxes"]) == 1
+        x0, y0, x1, y1 = out["boxes"][0]
+        assert x1 - x0 == 50 and y1 - y0 == 60                               # whole, not clipped
+    wide = np.zeros((500, 2000, 3), np.uint8)
+    assert Augmenter(cfg, train=False)(wide, ann, np.random.default_rng(0))[0].shape[:2] == (150, 600)
