@@ -63,22 +63,9 @@ def _resized(h, w, short, max_size):
 
 def fly_accuracy(profile: str, frames: str) -> dict:
     from eval_fly_demo import evaluate, frame_range
-    from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO, read_model_file_info
-    import unipose_model.predictor as predictor_module
-    from unipose_model.speed import apply_profile
+    from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO
 
-    size = read_model_file_info(BUNDLED_CHECKPOINT).input_size
-    original = predictor_module.Predictor.__init__
-
-    def patched(self, *args, **kwargs):  # the evaluator builds its own Predictor: profile it
-        original(self, *args, **kwargs)
-        apply_profile(self, profile, int(size["short_side"]), size.get("max_size"))
-
-    predictor_module.Predictor.__init__ = patched
-    try:
-        out = evaluate(str(BUNDLED_CHECKPOINT), frame_range(frames), str(BUNDLED_VIDEO), None)
-    finally:
-        predictor_module.Predictor.__init__ = original
+    out = evaluate(str(BUNDLED_CHECKPOINT), frame_range(frames), str(BUNDLED_VIDEO), None, speed_profile=profile)
     return {"profile": profile, "input": out["input_size"], "PCK@0.2": out["PCK@0.2"],
             "both_flies_found": out["both_flies_found"], "seconds_per_frame": out["seconds_per_frame"],
             "frames": frames}

@@ -57,29 +57,21 @@ def support_prompt(video: str, frame: int, instance: int = 0):
     """A 1-shot visual prompt: one labelled fly of a (training) frame of the clip."""
     import cv2
 
-    from unipose_model.visual_prompt import VisualPrompt
+    from unipose_model.visual_prompt import VisualPrompt, read_support_keypoints
 
-    doc = json.loads(LABELS.read_text())
-    anns = [a for a in doc["annotations"] if a["image_id"] == frame]
-    if not 0 <= instance < len(anns):
-        raise SystemExit(f"frame {frame} has {len(anns)} labelled flies; no instance {instance}")
-    ann = anns[instance]
-    cat = next(c for c in doc["categories"] if c["id"] == ann["category_id"])
+    kpts, names, skeleton, box, _ = read_support_keypoints(LABELS, instance=instance,
+                                                           image_name=f"clip.mp4#frame={frame}")
     cap = cv2.VideoCapture(video)
     cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
     ok, image = cap.read()
     cap.release()
     if not ok:
         raise SystemExit(f"cannot read frame {frame} of {video}")
-    x, y, w, h = ann["bbox"]
-    links = [tuple(link) for link in cat.get("skeleton", [])]
-    base = 0 if any(0 in link for link in links) else 1  # this file's skeleton is 0-based
-    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)), "fly",
-                        cat["keypoints"], [(a - base, b - base) for a, b in links], (x, y, x + w, y + h))
+    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), kpts, "fly", names, skeleton, box)
 
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
-             iou_thr: float = 0.5, visual=None) -> dict:
+             iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate") -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -93,6 +85,9 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     by_image = gt.instances_by_image()
     kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
     predictor = Predictor(checkpoint=checkpoint, device="cpu", **kwargs)
+    if speed_profile != "accurate":
+        from unipose_model.speed import apply_profile
+        apply_profile(predictor, speed_profile, predictor.short_side, predictor.max_size)
 
     cap = cv2.VideoCapture(video)
     cap.set(cv2.CAP_PROP_POS_FRAMES, frames.start)

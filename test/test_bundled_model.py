@@ -50,13 +50,10 @@ def test_bundle_is_small_and_self_describing():
 
 def _support(frame=1100, instance=0):
     """A 1-shot visual prompt: a labelled fly of a training frame (as scripts/eval_fly_demo.py)."""
-    from unipose_model.visual_prompt import VisualPrompt
-    doc = json.loads(LABELS.read_text())
-    ann = [a for a in doc["annotations"] if a["image_id"] == frame][instance]
-    x, y, w, h = ann["bbox"]
-    cat = doc["categories"][0]  # its skeleton is 0-based
-    return VisualPrompt(cv2.cvtColor(_frame(frame), cv2.COLOR_BGR2RGB), np.reshape(ann["keypoints"], (-1, 3)),
-                        "fly", cat["keypoints"], [tuple(link) for link in cat["skeleton"]], box=(x, y, x + w, y + h))
+    from unipose_model.visual_prompt import VisualPrompt, read_support_keypoints
+    kpts, names, skeleton, box, _ = read_support_keypoints(LABELS, instance=instance,
+                                                           image_name=f"clip.mp4#frame={frame}")
+    return VisualPrompt(cv2.cvtColor(_frame(frame), cv2.COLOR_BGR2RGB), kpts, "fly", names, skeleton, box)
 
 
 @pytest.mark.skipif(not LABELS.is_file(), reason="shared fly labels not available")

@@ -376,8 +376,7 @@ class KeypointDataset(Dataset):
         """A support for `cat`: another instance of it, from another image where possible, with
         its keypoints in the sample's keypoint order (the same `keep` subset). None if none fits."""
         from unipose_model.visual_prompt import VisualPrompt, VisualPromptError, prepare_support
-        pool = [p for p in self.support_pool.get((rec.source, cat.id), ())
-                if list(self.categories[self.records[p[0]].source][cat.id].keypoints) == list(cat.keypoints)]
+        pool = self.support_pool.get((rec.source, cat.id), [])
         others = [p for p in pool if p[0] != index]
         pool = others or pool
         if not pool:

@@ -537,7 +537,7 @@ class Trainer:
         self.frozen = freeze(model, mc.freeze)
         if self.cfg.denoising.number <= 0:
             model.label_enc.weight.requires_grad_(False)  # denoising label queries: unused without DN
-        elif self.cfg.denoising.number and model.config.dn_labelbook_size < 1:
+        elif model.config.dn_labelbook_size < 1:
             raise ValueError("denoising needs a model with dn_labelbook_size >= 1")
         model.to(self.device, self.dtype).train()
         self.model = model

@@ -205,11 +205,12 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
 
 class _VisualQuery:
     """A visual prompt (with an optional text prompt) as the CLI's prompt: `classes`/`groups`
-    describe the results' category, `text` names it in images.json."""
+    describe the results' category, `text` names it in images.json, `prepared` holds its
+    features (encoded once for all inputs)."""
 
     def __init__(self, visual, text, prepared):
         from .prompt import KeypointGroup
-        self.visual, self.text_prompt = visual, text
+        self.prepared = prepared
         self.classes = prepared.classes
         self.groups = (KeypointGroup((0,), tuple(visual.keypoint_names), tuple(visual.skeleton), None),)
         self.text = prepared.text + (f" + text {text!r}" if text else "")
@@ -217,7 +218,7 @@ class _VisualQuery:
 
 def _run_query(predictor, image, prompt):
     if isinstance(prompt, _VisualQuery):
-        return predictor.predict(image, prompt.text_prompt, visual_prompt=prompt.visual, color="bgr")
+        return predictor.predict(image, prompt.prepared, color="bgr")
     return predictor.predict(image, prompt, color="bgr")
 
 

@@ -371,7 +371,8 @@ class Predictor:
     def predict(self, image, prompt=None, *, visual_prompt=None, color: str = "rgb") -> list[Instance]:
         """Detect the prompt's objects in one image (numpy HxWx3 / HxW uint8 or PIL).
 
-        prompt: a text prompt ("person", "cat: left eye, nose"); visual_prompt: a
+        prompt: a text prompt ("person", "cat: left eye, nose") or what prepare_prompt /
+        prepare_visual_prompt returned; visual_prompt: a
         :class:`~unipose_model.visual_prompt.VisualPrompt` (one annotated example); with both,
         their features are averaged (the text prompt then names the same object).
         """
@@ -387,6 +388,8 @@ class Predictor:
         with self._lock:
             if visual_prompt is not None:
                 prepared = self.prepare_visual_prompt(visual_prompt, prompt)
+            elif isinstance(prompt, PreparedPrompt):  # prepared once by the caller (ROS node, CLI)
+                prepared = prompt
             else:
                 prepared = self.prepare_prompt(prompt)
             return self._predict_batch(images, prepared, color)

@@ -290,8 +290,7 @@ def detect_with_visual_prompt(model, image_rgb: np.ndarray, prompt: VisualPrompt
 
 
 # ------------------------------------------------------------------------- support files
-def read_support_keypoints(path, image_shape: Optional[Tuple[int, int]] = None, *, instance: int = 0,
-                           image_name: Optional[str] = None):
+def read_support_keypoints(path, *, instance: int = 0, image_name: Optional[str] = None):
     """Keypoints of a support image from a file: (keypoints (K,3), names, skeleton, box, class).
 
     Two formats:
@@ -393,6 +392,6 @@ def load_visual_prompt(image_path, keypoints_path, *, class_name: Optional[str] 
     if image is None:
         raise VisualPromptError(f"cannot read the support image {image_path}")
     kpts, names, skeleton, file_box, file_class = read_support_keypoints(
-        keypoints_path, image.shape[:2], instance=instance, image_name=Path(image_path).name)
+        keypoints_path, instance=instance, image_name=Path(image_path).name)
     return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), kpts, class_name or file_class or "object",
                         names, skeleton, box if box is not None else file_box)

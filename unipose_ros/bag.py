@@ -167,7 +167,7 @@ def process_bag(args: argparse.Namespace) -> dict:
                     print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
                     continue
                 started = time.perf_counter()
-                instances = predictor.predict(image, prompt.text, color=order)
+                instances = prompt.run(predictor, image, order)
                 model_time = time.perf_counter() - started
                 height, width = image.shape[:2]
                 out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time)

@@ -34,18 +34,15 @@ class ClassLayout:
 
 @dataclass(frozen=True)
 class ActivePrompt:
-    """The prompt in force: canonical text (what the predictor is called with) and its layout.
-
-    For a visual prompt, `visual` holds the unipose_model VisualPrompt, `text` describes it and
-    `text_prompt` is an optional text prompt given with it."""
+    """The prompt in force: its text (canonical for a text prompt, a description for a visual
+    one), its layout, and the predictor's prepared form of it (features encoded once)."""
 
     text: str
     classes: tuple[ClassLayout, ...]
-    visual: object = None
-    text_prompt: str | None = None
+    prepared: object = None
 
     @classmethod
-    def from_prepared(cls, text: str, prepared, visual=None, text_prompt: str | None = None) -> "ActivePrompt":
+    def from_prepared(cls, text: str, prepared) -> "ActivePrompt":
         """From unipose_model.predictor.PreparedPrompt (classes + keypoint groups)."""
         layouts = []
         for index, name in enumerate(prepared.classes):
@@ -53,13 +50,11 @@ class ActivePrompt:
             names = tuple(group.keypoint_names) if group else ()
             skeleton = tuple((int(a), int(b)) for a, b in group.skeleton) if group else ()
             layouts.append(ClassLayout(str(name), names, skeleton))
-        return cls(text, tuple(layouts), visual, text_prompt)
+        return cls(text, tuple(layouts), prepared)
 
     def run(self, predictor, image, color: str):
-        """Detections of this prompt in `image` (the predictor call for text or visual)."""
-        if self.visual is not None:
-            return predictor.predict(image, self.text_prompt, visual_prompt=self.visual, color=color)
-        return predictor.predict(image, self.text, color=color)
+        """Detections of this prompt in `image` (the prepared features when there are some)."""
+        return predictor.predict(image, self.prepared if self.prepared is not None else self.text, color=color)
 
 
 def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], prompt: ActivePrompt,

@@ -271,20 +271,28 @@ class DetectorNode(LifecycleNode):
 
     # ------------------------------------------------------------------ prompts
     def _apply_prompt(self, text: str, source: str) -> tuple[bool, str]:
-        """Make `text` the prompt from the next frame on, or keep the current one and say why."""
+        """Make the text prompt `text` the prompt in force (see _switch_prompt)."""
+        return self._switch_prompt(lambda: resolve_prompt(self.predictor, text), f"prompt {text!r}", source)
+
+    def _switch_prompt(self, resolve, what: str, source: str) -> tuple[bool, str]:
+        """Make `resolve()` (an ActivePrompt) the prompt from the next frame on: (True, its text);
+        or, when it raises, keep the current prompt, say why on ~/active_prompt and in the log,
+        and return (False, the reason)."""
         with self._prompt_lock:
             try:
-                new = resolve_prompt(self.predictor, text)
-            except Exception as exc:  # noqa: BLE001 - any parse/encode problem is a rejection
+                if self.predictor is None:
+                    raise ValueError("no model loaded")
+                new = resolve()
+            except Exception as exc:  # noqa: BLE001 - any parse/convert/encode problem is a rejection
                 current = self.prompt.text if self.prompt else "none"
-                reason = f"rejected prompt {text!r} from {source}: {exc} (still in force: {current})"
+                reason = f"rejected {what} from {source}: {exc} (still in force: {current})"
                 self.get_logger().error(reason)
                 self._publish_active(REJECTED_PREFIX + reason)
                 return False, reason
             self.prompt = new
         self.get_logger().info(f"prompt in force: {new.text}")
         self._publish_active(new.text)
-        return True, ""
+        return True, new.text
 
     def _publish_active(self, text: str) -> None:
         pub = self._pubs.get("active_prompt")
@@ -302,52 +310,36 @@ class DetectorNode(LifecycleNode):
                 self._syncing_prompt = False
 
     def _on_visual_prompt(self, msg: VisualPrompt) -> None:
-        def build():
+        def resolve():
             check_prompt_fields(msg.keypoint_names, msg.keypoints, msg.skeleton, msg.box)
             if msg.image.width == 0 or msg.image.height == 0:
                 raise ValueError("empty support image")
-            image, order = image_to_color(msg.image)
-            rgb = image if order == "rgb" else image[:, :, ::-1]
-            return visual_prompt_from_fields(rgb, msg.class_name, msg.keypoint_names, msg.keypoints,
-                                             msg.skeleton, msg.box)
-        self._apply_visual(build, msg.class_name, source="topic")
+            return self._visual_prompt(image_to_color(msg.image), msg)
+        self._switch_prompt(resolve, f"visual prompt '{msg.class_name}'", "topic")
 
     def _on_capture(self, request, response):
         """~/capture_visual_prompt: the newest input frame + the request's keypoints."""
         frame = self._last_frame
 
-        def build():
+        def resolve():
             if frame is None:
-                raise ValueError("no input frame has been processed yet; the detector needs a camera image first")
-            image, order, _ = frame
-            rgb = image if order == "rgb" else image[:, :, ::-1]
-            return visual_prompt_from_fields(rgb, request.class_name, request.keypoint_names, request.keypoints,
-                                             request.skeleton, request.box)
-        ok, message = self._apply_visual(build, request.class_name, source="capture service")
+                raise ValueError("no input frame has been processed yet; publish camera images to the "
+                                 "detector's `image` topic first")
+            return self._visual_prompt(frame[:2], request)
+        ok, message = self._switch_prompt(resolve, f"visual prompt '{request.class_name}'", "capture service")
         response.success, response.message = ok, message
         if ok:
             image, order, header = frame
             response.support_image = array_to_image(np.ascontiguousarray(image), f"{order}8", header)
         return response
 
-    def _apply_visual(self, build, class_name: str, source: str) -> tuple[bool, str]:
-        """Make a visual prompt the prompt in force, or keep the current one and say why."""
-        with self._prompt_lock:
-            try:
-                if self.predictor is None:
-                    raise ValueError("no model loaded")
-                new = resolve_visual_prompt(self.predictor, build())
-            except Exception as exc:  # noqa: BLE001 - any conversion/validation problem is a rejection
-                current = self.prompt.text if self.prompt else "none"
-                reason = (f"rejected visual prompt '{class_name}' from {source}: {exc} "
-                          f"(still in force: {current})")
-                self.get_logger().error(reason)
-                self._publish_active(REJECTED_PREFIX + reason)
-                return False, reason
-            self.prompt = new
-        self.get_logger().info(f"prompt in force: {new.text}")
-        self._publish_active(new.text)
-        return True, new.text
+    def _visual_prompt(self, image_and_order, fields):
+        """An ActivePrompt from a support image (array, channel order) and the message fields."""
+        image, order = image_and_order
+        rgb = image if order == "rgb" else image[:, :, ::-1]
+        visual = visual_prompt_from_fields(rgb, fields.class_name, fields.keypoint_names, fields.keypoints,
+                                           fields.skeleton, fields.box)
+        return resolve_visual_prompt(self.predictor, visual)
 
     # ------------------------------------------------------------------ input
     def _on_image(self, msg: Image) -> None:

@@ -72,4 +72,4 @@ def check_prompt_fields(keypoint_names, keypoints, skeleton, box):
 def resolve_visual_prompt(predictor, visual, text_prompt: str | None = None) -> ActivePrompt:
     """Encode a visual prompt (optionally with a text prompt); raises with the reason."""
     prepared = predictor.prepare_visual_prompt(visual, text_prompt or None)
-    return ActivePrompt.from_prepared(prepared.text, prepared, visual=visual, text_prompt=text_prompt or None)
+    return ActivePrompt.from_prepared(prepared.text, prepared)
