@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from unipose_model import build_model, get_config
 from unipose_model.checkpoint import fill_reference_weights
-from unipose_model.ops import ms_deform_attn_pytorch, register_deform_attn_impl, use_deform_attn_impl, MSDeformAttn
+from unipose_model.ops import (ms_deform_attn_pytorch, get_deform_attn_impl, register_deform_attn_impl,
+                               use_deform_attn_impl, MSDeformAttn)
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +45,53 @@ def naive_deform_attn(value, shapes, locations, weights):
     return out.flatten(2)
 
 
-def test_deformable_attention_matches_pointwise_definition():
+@pytest.mark.parametrize("impl", ["pytorch", "gather"])
+def test_deformable_attention_matches_pointwise_definition(impl):
     g = torch.Generator().manual_seed(1)
     shapes = [(5, 7), (3, 4)]
     value = torch.randn(2, sum(h * w for h, w in shapes), 2, 3, generator=g, dtype=torch.float64)
     locations = torch.rand(2, 4, 2, 2, 3, 2, generator=g, dtype=torch.float64) * 1.4 - 0.2  # some outside
+    locations[0, 0, 0, 0, 0] = torch.tensor([-3.0, 0.5])   # far outside: zero padding on every corner
+    locations[0, 1, 0, 0, 0] = torch.tensor([1.0, 1.0])    # exactly on the far border
+    locations[1, 2, 1, 1, 2] = torch.tensor([0.0, 7.5])
     weights = torch.rand(2, 4, 2, 2, 3, generator=g, dtype=torch.float64).softmax(-1)
-    ours = ms_deform_attn_pytorch(value, shapes, locations, weights)
+    ours = get_deform_attn_impl(impl)(value, shapes, locations, weights)
     assert torch.allclose(ours, naive_deform_attn(value, shapes, locations, weights), atol=1e-12)
+
+
+def test_gather_core_equals_reference_values_and_gradients():
+    """The CPU fast path (one weighted gather) is the reference function: float32 values within
+    1e-5 relative, float64 gradients for value, locations and weights to rounding."""
+    from unipose_model.ops.gather_deform_attn import ms_deform_attn_gather
+
+    g = torch.Generator().manual_seed(3)
+    shapes = [(12, 17), (6, 9), (3, 5), (2, 3)]
+    S, B, Q, M, D, L, P = sum(h * w for h, w in shapes), 2, 50, 4, 8, 4, 3
+    value = torch.randn(B, S, M, D, generator=g)
+    locations = torch.rand(B, Q, M, L, P, 2, generator=g) * 1.6 - 0.3
+    weights = torch.rand(B, Q, M, L, P, generator=g).softmax(-1)
+    ref = ms_deform_attn_pytorch(value, shapes, locations, weights)
+    fast = ms_deform_attn_gather(value, shapes, locations, weights)
+    assert fast.shape == ref.shape == (B, Q, M * D)
+    assert (fast - ref).abs().max() <= 1e-5 * ref.abs().max()
+    inputs = [t.double().requires_grad_() for t in (value, locations, weights)]
+    grad_out = torch.randn(B, Q, M * D, generator=g, dtype=torch.float64)
+    grads_ref = torch.autograd.grad(ms_deform_attn_pytorch(inputs[0], shapes, *inputs[1:]), inputs, grad_out)
+    grads_fast = torch.autograd.grad(ms_deform_attn_gather(inputs[0], shapes, *inputs[1:]), inputs, grad_out)
+    for name, a, b in zip(("value", "locations", "weights"), grads_ref, grads_fast):
+        assert (a - b).abs().max() <= 1e-10 * a.abs().max(), name
+
+
+def test_cpu_default_is_the_gather_core_and_the_model_output_is_unchanged(tiny):
+    from unipose_model.ops.gather_deform_attn import ms_deform_attn_gather
+
+    assert get_deform_attn_impl(device=torch.device("cpu")) is ms_deform_attn_gather
+    image = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(4))
+    fast = tiny(image, None, features(2, 0), features(5, 1))
+    with use_deform_attn_impl("pytorch"):
+        ref = tiny(image, None, features(2, 0), features(5, 1))
+    for key in ("pred_logits", "pred_boxes", "pred_keypoints"):
+        assert torch.allclose(fast[key], ref[key], rtol=1e-4, atol=1e-5), key
 
 
 def test_deformable_attention_implementation_is_swappable():
@@ -65,7 +105,8 @@ def test_deformable_attention_implementation_is_swappable():
     attn = MSDeformAttn(32, n_levels=2, n_heads=4, n_points=2)
     q, mem = torch.randn(1, 5, 32), torch.randn(1, 20 + 6, 32)
     ref = torch.rand(1, 5, 2, 2)
-    base = attn(q, ref, mem, [(4, 5), (2, 3)])
+    with use_deform_attn_impl("pytorch"):
+        base = attn(q, ref, mem, [(4, 5), (2, 3)])
     with use_deform_attn_impl("spy"):
         swapped = attn(q, ref, mem, [(4, 5), (2, 3)])
     assert calls and torch.equal(base, swapped)
@@ -177,3 +218,27 @@ def test_per_image_prompt_lengths_in_one_batch(tiny):
     assert torch.isneginf(out["pred_logits"][1, :, 1:]).all() and torch.isfinite(out["pred_logits"][0]).all()
     alone = tiny(images[1:], None, text[:1], kpts)
     assert torch.allclose(out["pred_boxes"][1], alone["pred_boxes"][0], atol=1e-4)
+
+
+def test_deepen_copies_the_deepest_trained_layer(tmp_path):
+    """A deeper decoder initialised from a shallower checkpoint: new layers are copies of its last one."""
+    from unipose_model.checkpoint import load_official_checkpoint, CheckpointError
+
+    shallow = fill_reference_weights(build_model("unipose_tiny"))
+    path = tmp_path / "shallow.pth"
+    torch.save({"model": shallow.state_dict()}, path)
+    deep = build_model("unipose_tiny", dec_layers=5)
+    with pytest.raises(CheckpointError, match="missing: transformer.decoder.layers.3"):
+        load_official_checkpoint(deep, path)
+    report = load_official_checkpoint(deep, path, deepen=True)
+    assert not report.missing and "copied from shallower layers" in str(report)
+    assert any(k.startswith("transformer.decoder.layers.4.") for k in report.copied)
+    new, last = deep.transformer.decoder.layers[4], shallow.transformer.decoder.layers[2]
+    for (name, a), (_, b) in zip(new.state_dict().items(), last.state_dict().items()):
+        assert torch.equal(a, b), name
+    # the copies are independent tensors: training one layer leaves the others alone
+    assert deep.transformer.decoder.layers[3].norm1.weight.data_ptr() != new.norm1.weight.data_ptr()
+    for key, value in shallow.state_dict().items():  # everything the checkpoint has is loaded as is
+        assert torch.equal(deep.state_dict()[key], value), key
+    out = deep(torch.randn(1, 3, 96, 128), None, features(1, 0), features(3, 1))
+    assert torch.isfinite(out["pred_keypoints"]).all()

@@ -77,4 +77,5 @@ def test_backward_matches_autograd_of_reference(device):
 def test_registered_and_chosen_for_cuda_only():
     assert get_deform_attn_impl("triton") is triton_deform_attn.ms_deform_attn_triton
     assert get_deform_attn_impl(device=torch.device("cuda")) is triton_deform_attn.ms_deform_attn_triton
-    assert get_deform_attn_impl(device=torch.device("cpu")) is ms_deform_attn_pytorch
+    from unipose_model.ops.gather_deform_attn import ms_deform_attn_gather
+    assert get_deform_attn_impl(device=torch.device("cpu")) is ms_deform_attn_gather

@@ -46,6 +46,7 @@ class ModelConfig:
     overrides: Dict[str, Any] = field(default_factory=dict)   # UniPoseConfig fields (e.g. num_select)
     init: Optional[str] = None       # official-format checkpoint to fine-tune from; None = scratch
     init_strict: bool = True
+    init_deepen: bool = False        # layers `init` lacks (a deeper decoder) start as copies of its deepest one
     freeze: List[str] = field(default_factory=list)  # backbone, input_proj, encoder, decoder, text_projection or prefixes
     dtype: str = "float32"           # float64 only for exactness tests
 
@@ -531,7 +532,8 @@ class Trainer:
         mc = self.cfg.model
         model = build_model(mc.name, **mc.overrides)
         if mc.init:
-            report = load_official_checkpoint(model, os.path.expanduser(mc.init), strict=mc.init_strict)
+            report = load_official_checkpoint(model, os.path.expanduser(mc.init), strict=mc.init_strict,
+                                              deepen=mc.init_deepen)
             if self.is_main:
                 log.info("initialised from %s", report)
         self.frozen = freeze(model, mc.freeze)

@@ -39,10 +39,12 @@ class LoadReport:
     ignored: List[str] = field(default_factory=list)        # clip_model.* and known-unused keys
     missing: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)
+    copied: List[str] = field(default_factory=list)         # filled from a shallower layer (deepen)
 
     def __str__(self) -> str:
-        return (f"{self.path}: {self.loaded} tensors loaded, {len(self.ignored)} ignored "
+        text = (f"{self.path}: {self.loaded} tensors loaded, {len(self.ignored)} ignored "
                 f"(CLIP / unused), {len(self.missing)} missing, {len(self.unexpected)} unexpected")
+        return text + (f", {len(self.copied)} copied from shallower layers" if self.copied else "")
 
 
 def _short_list(keys: Iterable[str], limit: int = 8) -> str:
@@ -114,9 +116,47 @@ def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor],
     return report
 
 
-def load_official_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> LoadReport:
-    """Load an official-format UniPose checkpoint (or one saved by this project) into `model`."""
-    return load_state_dict_checked(model, read_state_dict(path), str(path), strict=strict)
+def deepen_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """Fill the layers a shallower checkpoint lacks with copies of its deepest layer of the same list.
+
+    Growing a trained model (e.g. more decoder layers) starts it from a function close to the old
+    one, instead of random layers: `decoder.layers.4.*` is copied from `decoder.layers.2.*` when the
+    checkpoint stops at 2, and likewise for the per-layer heads (`pose_embed.3.*` from `pose_embed.1.*`).
+    Returns the extended state and the keys that were copied.
+    """
+    out = dict(state)
+    copied: List[str] = []
+    for key, tensor in model.state_dict().items():
+        if key in out:
+            continue
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not part.isdigit():
+                continue
+            for j in range(int(part) - 1, -1, -1):
+                source = ".".join(parts[:i] + [str(j)] + parts[i + 1:])
+                if source in state and tuple(state[source].shape) == tuple(tensor.shape):
+                    out[key] = state[source].clone()
+                    copied.append(key)
+                    break
+            if key in out:
+                break
+    return out, copied
+
+
+def load_official_checkpoint(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                             deepen: bool = False) -> LoadReport:
+    """Load an official-format UniPose checkpoint (or one saved by this project) into `model`.
+
+    deepen: layers the checkpoint lacks start as copies of its deepest layer (`deepen_state_dict`).
+    """
+    state = read_state_dict(path)
+    copied: List[str] = []
+    if deepen:
+        state, copied = deepen_state_dict(state, model)
+    report = load_state_dict_checked(model, state, str(path), strict=strict)
+    report.copied = copied
+    return report
 
 
 # ---------------------------------------------------------------------- reference weights

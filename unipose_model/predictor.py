@@ -132,7 +132,8 @@ class Predictor:
             with neither model nor checkpoint: the official file if present, else the bundled
             fly model (``unipose_model/data/fly_demo.pth``).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", or "bfloat16" / "float16" (CUDA only; run under autocast).
+        dtype: "float32", or "bfloat16" / "float16" (run under autocast; float16 needs CUDA,
+            bfloat16 on the CPU needs native bf16 instructions, e.g. AVX512-BF16 or AMX).
         text_encoder: "auto" (the prompt features stored in the checkpoint when it has them,
             else CLIP), "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed),
             a precomputed feature file, or a :class:`TextEncoder`.
@@ -158,9 +159,7 @@ class Predictor:
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
-        if self.dtype != torch.float32 and self.device.type != "cuda":
-            raise PredictorError(f"dtype {_dtype_name(self.dtype)} needs a CUDA device (got "
-                                 f"{self.device}); use dtype float32 on the CPU")
+        check_dtype(self.dtype, self.device)
         if box_threshold != "auto" and not 0.0 <= box_threshold < 1.0:
             raise PredictorError(f"box_threshold must be in [0, 1), got {box_threshold}")
         if not 0.0 <= iou_threshold <= 1.0:
@@ -495,6 +494,28 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def cpu_supports_bf16() -> bool:
+    """True where oneDNN runs bfloat16 matrix products natively (AVX512-BF16 / AMX); elsewhere
+    bf16 on the CPU is emulated and slower than float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_dtype(dtype: torch.dtype, device: torch.device) -> None:
+    if dtype == torch.float32 or device.type == "cuda":
+        return
+    if dtype == torch.bfloat16 and device.type == "cpu":
+        if cpu_supports_bf16():
+            return
+        raise PredictorError("dtype bfloat16 on the CPU needs native bf16 instructions (AVX512-BF16 "
+                             "or AMX), which this CPU lacks; use dtype float32")
+    raise PredictorError(f"dtype {_dtype_name(dtype)} needs a CUDA device (got {device}); use dtype "
+                         f"float32{' or bfloat16' if device.type == 'cpu' and cpu_supports_bf16() else ''} "
+                         f"on the CPU")
 
 
 def _load_model(model, checkpoint):

@@ -4,7 +4,9 @@ A profile scales three knobs of a loaded model, relative to its own defaults:
   * the input resolution (short side and long-side cap): the encoder's cost grows with the
     number of image tokens, i.e. with the square of the scale;
   * `num_queries`, the two-stage proposals that enter the decoder;
-  * `num_select`, the instances that get keypoint queries (the keypoint layers' cost).
+  * `num_select`, the instances that get keypoint queries (the keypoint layers' cost);
+and may run the matrix products in bfloat16 (autocast; sampling positions stay float32), where
+the device does bf16 natively (CUDA, or a CPU with AVX512-BF16 / AMX): about 2x on them.
 "accurate" is the model as trained; the others change its outputs (measured cost:
 docs/BENCHMARKS.md, speed profiles).
 """
@@ -19,16 +21,18 @@ class SpeedProfile:
     input_scale: float     # x the configured short side and long-side cap
     query_scale: float     # x the model's num_queries
     select_scale: float    # x the model's num_select
+    bfloat16: bool = False  # matrix products in bf16 where the device supports it natively
 
     def describe(self) -> str:
         return (f"{self.name}: input x{self.input_scale:g}, proposals x{self.query_scale:g}, "
-                f"keypoint instances x{self.select_scale:g}")
+                f"keypoint instances x{self.select_scale:g}" + (", bfloat16" if self.bfloat16 else ""))
 
 
 PROFILES = {p.name: p for p in (
     SpeedProfile("accurate", 1.0, 1.0, 1.0),
     SpeedProfile("fast", 0.6, 1 / 3, 0.4),
     SpeedProfile("fastest", 0.4, 1 / 9, 0.2),
+    SpeedProfile("realtime", 0.4, 1 / 9, 0.2, bfloat16=True),
 )}
 
 
@@ -40,13 +44,22 @@ def get_profile(name: str) -> SpeedProfile:
 
 
 def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -> SpeedProfile:
-    """Set `predictor`'s input size and its model's query counts for profile `name`, from the
-    accurate values `short_side` / `max_size` and the model configuration's query counts."""
+    """Set `predictor`'s input size, its model's query counts and its compute dtype for profile
+    `name`, from the accurate values `short_side` / `max_size`, the model configuration's query
+    counts and the dtype the predictor was built with."""
+    import torch
+
+    from .predictor import cpu_supports_bf16
+
     profile = get_profile(name)
     cfg = predictor.model.config
     predictor.short_side = max(32, int(round(short_side * profile.input_scale)))
     predictor.max_size = None if not max_size else max(32, int(round(max_size * profile.input_scale)))
-    if getattr(predictor, "backend", "pytorch") == "pytorch":  # exported graphs fix their query counts
-        predictor.set_query_counts(max(1, int(round(cfg.num_queries * profile.query_scale))),
-                                   max(1, int(round(cfg.num_select * profile.select_scale))))
+    if getattr(predictor, "backend", "pytorch") != "pytorch":  # exported graphs fix counts and precision
+        return profile
+    predictor.set_query_counts(max(1, int(round(cfg.num_queries * profile.query_scale))),
+                               max(1, int(round(cfg.num_select * profile.select_scale))))
+    base = predictor.__dict__.setdefault("profile_base_dtype", predictor.dtype)  # as built
+    native = predictor.device.type == "cuda" or (predictor.device.type == "cpu" and cpu_supports_bf16())
+    predictor.dtype = torch.bfloat16 if profile.bfloat16 and native and base == torch.float32 else base
     return profile

@@ -38,7 +38,7 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "(empty: ~/.cache/unipose/engines)."),
     Param("force_rebuild", False, "Rebuild the ONNX graph / TensorRT engine even when the cache "
           "has one for this key."),
-    Param("precision", "float32", "Numeric precision: float32, or float16 / bfloat16 (CUDA only).",
+    Param("precision", "float32", "Numeric precision: float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
           choices=("float32", "float16", "bfloat16")),
     # detection
     Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye' "
@@ -53,8 +53,9 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           range=(0, 8192)),
     Param("speed_profile", "accurate", "Speed/accuracy trade-off: accurate (the model as trained, at "
           "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
-          "instances) or fastest (input x0.4, proposals / 9, instances x0.2). Measured cost: "
-          "docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest")),
+          "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (fastest with "
+          "bfloat16 matrix products where the CPU/GPU has native bf16). Measured cost: "
+          "docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
     Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
           "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
     # input
