@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ("backbone", "encoder", "decoder")
 VARIANTS = {
     "official": "official X-Pose code (pure-PyTorch deformable attention)",
-    "ours_raw": "unipose_model, official I/O (68 keypoint slots)",
-    "ours": "unipose_model, plain path (prompt's 17 keypoint slots)",
+    "ours_raw": "unipose_model, official I/O (68 keypoint slots), reference sampling core",
+    "ours": "unipose_model, plain path (prompt's 17 keypoint slots), reference sampling core (grid_sample)",
+    "ours_fast": "unipose_model, plain path with the CPU fast sampling core (one weighted gather)",
 }
 
 
@@ -150,6 +151,9 @@ def worker(args) -> dict:
         sys.path.insert(0, str(REPO))
         from unipose_model import build_model
         from unipose_model.checkpoint import fill_reference_weights
+        from unipose_model.ops import use_deform_attn_impl
+        # the whole worker runs with one sampling core (the process ends with it)
+        use_deform_attn_impl("gather" if args.worker == "ours_fast" else "pytorch").__enter__()
         model = fill_reference_weights(build_model("unipose_swint"))
         if args.worker == "ours_raw":
             run = lambda: model.forward_raw(image, mask, inst, kpts100, vis100)

@@ -6,9 +6,11 @@
 * Swin-T (`unipose_swint`, reference weights: the official checkpoint cannot be shipped, and the
   timing does not depend on the weights' values), one 640x480 frame (a COCO photo), prompt
   "person" (1 class, 17 keypoints, hash features), the Predictor end to end (resize, model,
-  post-processing), per profile: median of `--repeats` after a warm-up.
+  post-processing), per profile: median of `--repeats` after a warm-up. The first row is the
+  plain path (the reference grid_sample sampling core) in the same run.
 * Accuracy cost, where it can be measured here: the bundled fly model (text prompt "fly") on the
-  held-out fly frames, per profile: PCK@0.2, both flies found, seconds per frame.
+  held-out fly frames, per profile: PCK@0.2, both flies found, seconds per frame; plus the full
+  input in bfloat16 alone (the precision's own cost, apart from the smaller input).
 Each configuration runs in one process, one after the other, with `--threads` torch threads.
 """
 from __future__ import annotations
@@ -30,26 +32,29 @@ PHOTO = SHARED / "samples" / "coco" / "000000000785.jpg"
 BEGIN, END = "<!-- bench_speed_profiles.py: begin -->", "<!-- bench_speed_profiles.py: end -->"
 
 
-def time_swint(profile: str, repeats: int) -> dict:
+def time_swint(profile: str, repeats: int, core: str = "auto") -> dict:
     import cv2
-    import numpy as np
 
+    from unipose_model.ops import use_deform_attn_impl
     from unipose_model.predictor import Predictor
     from unipose_model.speed import apply_profile
 
     frame = cv2.resize(cv2.imread(str(PHOTO)), (640, 480), interpolation=cv2.INTER_AREA)
     predictor = Predictor("unipose_swint", "reference", device="cpu", text_encoder="hash")
     apply_profile(predictor, profile, 800, 1333)
-    predictor.predict(frame, "person", color="bgr")  # warm-up (and prompt encoding)
     times, stages = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        predictor.predict(frame, "person", color="bgr")
-        times.append(time.perf_counter() - t0)
-        stages.append(dict(predictor.last_timing))
+    with use_deform_attn_impl(core):
+        predictor.predict(frame, "person", color="bgr")  # warm-up (and prompt encoding)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            predictor.predict(frame, "person", color="bgr")
+            times.append(time.perf_counter() - t0)
+            stages.append(dict(predictor.last_timing))
     best = times.index(statistics.median_low(times))
     h, w = frame.shape[:2]
-    return {"profile": profile, "input": f"{predictor.short_side}x{predictor.max_size}",
+    label = profile + (" (plain path)" if core == "pytorch" else "")
+    return {"profile": label, "dtype": str(predictor.dtype).replace("torch.", ""),
+            "input": f"{predictor.short_side}x{predictor.max_size}",
             "model_input": list(_resized(h, w, predictor.short_side, predictor.max_size)),
             "num_queries": predictor.model.transformer.num_queries,
             "num_select": predictor.model.transformer.decoder.num_select,
@@ -61,12 +66,14 @@ def _resized(h, w, short, max_size):
     return compute_resize(w, h, short, max_size)
 
 
-def fly_accuracy(profile: str, frames: str) -> dict:
+def fly_accuracy(profile: str, frames: str, dtype: str = "float32") -> dict:
     from eval_fly_demo import evaluate, frame_range
     from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO
 
-    out = evaluate(str(BUNDLED_CHECKPOINT), frame_range(frames), str(BUNDLED_VIDEO), None, speed_profile=profile)
-    return {"profile": profile, "input": out["input_size"], "PCK@0.2": out["PCK@0.2"],
+    out = evaluate(str(BUNDLED_CHECKPOINT), frame_range(frames), str(BUNDLED_VIDEO), None, speed_profile=profile,
+                   dtype=dtype)
+    label = profile + (f" in {dtype}" if dtype != "float32" else "")
+    return {"profile": label, "input": out["input_size"], "PCK@0.2": out["PCK@0.2"],
             "both_flies_found": out["both_flies_found"], "seconds_per_frame": out["seconds_per_frame"],
             "frames": frames}
 
@@ -76,14 +83,16 @@ def markdown(swint: list, fly: list, threads: int) -> str:
     lines = [BEGIN, "## Speed profiles (CPU)", "",
              f"`python scripts/bench_speed_profiles.py --write docs/BENCHMARKS.md` on {platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), "
-             f"{time.strftime('%Y-%m-%d')}. A profile scales the input size and the query counts "
-             "(`unipose_model/speed.py`; node parameter `speed_profile`). Machine otherwise idle.", "",
+             f"{time.strftime('%Y-%m-%d')}. A profile scales the input size and the query counts, "
+             "`realtime` also runs the matrix products in bfloat16 (`unipose_model/speed.py`; node "
+             "parameter `speed_profile`). All rows but the first use the CPU fast sampling core "
+             "(same function). Machine otherwise idle.", "",
              "Swin-T (reference weights), one 640x480 camera frame, prompt `person` (17 keypoints), "
              "Predictor end to end:", "",
-             "| profile | model input | proposals / keypoint instances | preprocess | model | postprocess | per frame | frames/s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| profile | dtype | model input | proposals / keypoint instances | preprocess | model | postprocess | per frame | frames/s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in swint:
-        lines.append(f"| {r['profile']} | {r['model_input'][1]}x{r['model_input'][0]} | {r['num_queries']} / "
+        lines.append(f"| {r['profile']} | {r['dtype']} | {r['model_input'][1]}x{r['model_input'][0]} | {r['num_queries']} / "
                      f"{r['num_select']} | {r['preprocess_s'] * 1e3:.0f} ms | {r['model_s']:.2f} s | "
                      f"{r['postprocess_s'] * 1e3:.1f} ms | **{r['seconds']:.2f} s** | {r['fps']:.2f} |")
     if fly:
@@ -92,7 +101,7 @@ def markdown(swint: list, fly: list, threads: int) -> str:
         for r in fly:
             lines.append(f"| {r['profile']} | {r['input'][0]} / {r['input'][1]} | {r['PCK@0.2']:.3f} | "
                          f"{r['both_flies_found']:.3f} | {r['seconds_per_frame']:.3f} |")
-    lines += ["", "The accuracy cost is the model's: the fly model was trained with the flies at one scale "
+    lines += ["", "The input-size cost is the model's: the fly model was trained with the flies at one scale "
               "(~47 px), so at 0.6x input it loses them. The official Swin-T was trained on 480-800 px "
               "short sides, so its cost should be far smaller, but it cannot be measured here (no "
               "official weights on this machine).", END]
@@ -110,7 +119,7 @@ def write_section(path: Path, text: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profiles", default="accurate,fast,fastest")
+    p.add_argument("--profiles", default="accurate,fast,fastest,realtime")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fly-frames", default="1200:1500:5", help="held-out frames for the accuracy cost ('' = skip)")
@@ -120,14 +129,18 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(args.threads)
     profiles = [s for s in args.profiles.split(",") if s]
-    swint = []
+    swint = [time_swint("accurate", args.repeats, core="pytorch")] if "accurate" in profiles else []
     for name in profiles:
         swint.append(time_swint(name, args.repeats))
         print(json.dumps(swint[-1]), flush=True)
     fly = []
     if args.fly_frames:
-        for name in profiles:
-            fly.append(fly_accuracy(name, args.fly_frames))
+        from unipose_model.predictor import cpu_supports_bf16
+        runs = [(name, "float32") for name in profiles]
+        if "accurate" in profiles and cpu_supports_bf16():
+            runs.insert(1, ("accurate", "bfloat16"))
+        for name, dtype in runs:
+            fly.append(fly_accuracy(name, args.fly_frames, dtype))
             print(json.dumps(fly[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"swint": swint, "fly": fly}, indent=1))

@@ -71,7 +71,7 @@ def support_prompt(video: str, frame: int, instance: int = 0):
 
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
-             iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate") -> dict:
+             iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate", dtype: str = "float32") -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -84,7 +84,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     gt.instances = [i for i in gt.instances if i.image_id in wanted]
     by_image = gt.instances_by_image()
     kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
-    predictor = Predictor(checkpoint=checkpoint, device="cpu", **kwargs)
+    predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, **kwargs)
     if speed_profile != "accurate":
         from unipose_model.speed import apply_profile
         apply_profile(predictor, speed_profile, predictor.short_side, predictor.max_size)

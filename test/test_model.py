@@ -242,3 +242,11 @@ def test_deepen_copies_the_deepest_trained_layer(tmp_path):
         assert torch.equal(deep.state_dict()[key], value), key
     out = deep(torch.randn(1, 3, 96, 128), None, features(1, 0), features(3, 1))
     assert torch.isfinite(out["pred_keypoints"]).all()
+
+
+def test_cpu_training_uses_the_reference_core():
+    """The gather core's backward is slower than grid_sample's: training keeps the reference."""
+    from unipose_model.ops.gather_deform_attn import ms_deform_attn_gather
+
+    assert get_deform_attn_impl(device=torch.device("cpu"), needs_grad=True) is ms_deform_attn_pytorch
+    assert get_deform_attn_impl(device=torch.device("cpu"), needs_grad=False) is ms_deform_attn_gather

@@ -10,7 +10,8 @@ rows, so the bilinear corner weights and the attention weights are folded into o
 Zero padding without bounds checks: each level gets a border of zero pixels (one before, two
 after) and sampling positions are clamped to [-1, size]; a clamped position only reaches zero
 pixels, as the reference's out-of-range corners do. Same function (align_corners=False),
-differentiable in value, locations and weights.
+differentiable in value, locations and weights; "auto" uses it for CPU inference only, because
+its backward (embedding_bag's) is slower than grid_sample's.
 """
 from __future__ import annotations
 

@@ -49,8 +49,9 @@ def ms_deform_attn_pytorch(value: torch.Tensor, spatial_shapes: SpatialShapes,
 
 
 _IMPLS: Dict[str, DeformAttnImpl] = {"pytorch": ms_deform_attn_pytorch}
-# "auto": the Triton kernel for CUDA tensors when triton works, the weighted gather on the CPU
-# (gather_deform_attn.py, same function, 3-4x faster there), else the reference.
+# "auto": the Triton kernel for CUDA tensors when triton works; on the CPU the weighted gather
+# (gather_deform_attn.py, same function, 3-4x faster forward) for inference, the reference when
+# gradients are needed (its backward is about 2x faster than the gather's); else the reference.
 _ACTIVE = {"name": "auto"}
 _TRITON_STATE: Dict[str, bool] = {}
 
@@ -71,11 +72,15 @@ def _triton_available() -> bool:
     return _TRITON_STATE["ok"]
 
 
-def get_deform_attn_impl(name: str | None = None, device: torch.device | None = None) -> DeformAttnImpl:
+def get_deform_attn_impl(name: str | None = None, device: torch.device | None = None,
+                         needs_grad: bool = False) -> DeformAttnImpl:
     name = name or _ACTIVE["name"]
     if name == "auto":
         kind = torch.device(device).type if device is not None else "cpu"
-        name = "triton" if kind == "cuda" and _triton_available() else "gather" if kind == "cpu" else "pytorch"
+        if kind == "cuda":
+            name = "triton" if _triton_available() else "pytorch"
+        else:
+            name = "gather" if kind == "cpu" and not needs_grad else "pytorch"
     if name == "triton":
         _triton_available()
     if name == "gather":
@@ -172,5 +177,8 @@ class MSDeformAttn(nn.Module):
                          + offsets / P * reference_points[:, :, None, :, None, 2:] * 0.5)
         else:
             raise ValueError(f"reference points must end in 2 or 4 values, got {reference_points.shape[-1]}")
-        out = get_deform_attn_impl(device=value.device)(_widen(value), spatial_shapes, locations, weights)
+        needs_grad = torch.is_grad_enabled() and (value.requires_grad or locations.requires_grad
+                                                  or weights.requires_grad)
+        impl = get_deform_attn_impl(device=value.device, needs_grad=needs_grad)
+        out = impl(_widen(value), spatial_shapes, locations, weights)
         return self.output_proj(out)
