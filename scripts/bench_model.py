@@ -152,8 +152,9 @@ def worker(args) -> dict:
         from unipose_model import build_model
         from unipose_model.checkpoint import fill_reference_weights
         from unipose_model.ops import use_deform_attn_impl
-        # the whole worker runs with one sampling core (the process ends with it)
-        use_deform_attn_impl("gather" if args.worker == "ours_fast" else "pytorch").__enter__()
+        # the whole worker runs with one sampling core (held until the worker returns)
+        core = use_deform_attn_impl("gather" if args.worker == "ours_fast" else "pytorch")
+        core.__enter__()
         model = fill_reference_weights(build_model("unipose_swint"))
         if args.worker == "ours_raw":
             run = lambda: model.forward_raw(image, mask, inst, kpts100, vis100)

@@ -84,7 +84,7 @@ def markdown(swint: list, fly: list, threads: int) -> str:
              f"`python scripts/bench_speed_profiles.py --write docs/BENCHMARKS.md` on {platform.machine()}, "
              f"{os.cpu_count()} cores, torch {torch.__version__}, {threads} thread(s), "
              f"{time.strftime('%Y-%m-%d')}. A profile scales the input size and the query counts, "
-             "`realtime` also runs the matrix products in bfloat16 (`unipose_model/speed.py`; node "
+             "`realtime` (input x0.35) also runs the matrix products in bfloat16 (`unipose_model/speed.py`; node "
              "parameter `speed_profile`). All rows but the first use the CPU fast sampling core "
              "(same function). Machine otherwise idle.", "",
              "Swin-T (reference weights), one 640x480 camera frame, prompt `person` (17 keypoints), "

@@ -15,8 +15,9 @@ from unipose_model.text_encoder import PrecomputedTextEncoder, TextEncoderError
 
 LABELS = DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json"
 HELD_OUT = (1200, 1300)   # frames >= 1200 were never trained on
-# per frame, two frames: the card's means over all 300 held-out frames are 0.77 (text) and 0.63 (visual)
-MIN_PCK = {"text": 0.7, "visual": 0.45}
+# per frame, two frames (measured 0.81 / 0.81 text, 0.69 / 0.77 visual); the card's means over all
+# 300 held-out frames are 0.78 (text) and 0.70 (visual)
+MIN_PCK = {"text": 0.7, "visual": 0.6}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,8 @@ PROFILES = {p.name: p for p in (
     SpeedProfile("accurate", 1.0, 1.0, 1.0),
     SpeedProfile("fast", 0.6, 1 / 3, 0.4),
     SpeedProfile("fastest", 0.4, 1 / 9, 0.2),
-    SpeedProfile("realtime", 0.4, 1 / 9, 0.2, bfloat16=True),
+    # 0.35: the input at which Swin-T reaches 2 frames/s on a 2-core AVX512-BF16 CPU (BENCHMARKS.md)
+    SpeedProfile("realtime", 0.35, 1 / 9, 0.2, bfloat16=True),
 )}
 
 

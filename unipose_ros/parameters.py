@@ -53,8 +53,8 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           range=(0, 8192)),
     Param("speed_profile", "accurate", "Speed/accuracy trade-off: accurate (the model as trained, at "
           "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
-          "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (fastest with "
-          "bfloat16 matrix products where the CPU/GPU has native bf16). Measured cost: "
+          "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (input x0.35, "
+          "proposals / 9, instances x0.2, bfloat16 matrix products where the CPU/GPU has native bf16). Measured cost: "
           "docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
     Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
           "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
