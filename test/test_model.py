@@ -82,6 +82,22 @@ def test_gather_core_equals_reference_values_and_gradients():
         assert (a - b).abs().max() <= 1e-10 * a.abs().max(), name
 
 
+def test_gather_core_wide_index_path(monkeypatch):
+    """Huge value tables build their row indices in float64 / int64: same result."""
+    from unipose_model.ops import gather_deform_attn
+
+    g = torch.Generator().manual_seed(5)
+    shapes = [(9, 11), (5, 6)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 4, generator=g)
+    locations = torch.rand(2, 7, 2, 2, 3, 2, generator=g) * 1.4 - 0.2
+    weights = torch.rand(2, 7, 2, 2, 3, generator=g).softmax(-1)
+    narrow = gather_deform_attn.ms_deform_attn_gather(value, shapes, locations, weights)
+    monkeypatch.setattr(gather_deform_attn, "FLOAT32_EXACT_ROWS", 0)
+    wide = gather_deform_attn.ms_deform_attn_gather(value, shapes, locations, weights)
+    assert torch.equal(narrow, wide)
+    assert torch.allclose(wide, ms_deform_attn_pytorch(value, shapes, locations, weights), atol=1e-5)
+
+
 def test_cpu_default_is_the_gather_core_and_the_model_output_is_unchanged(tiny):
     from unipose_model.ops.gather_deform_attn import ms_deform_attn_gather
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from unipose_model.ops import MSDeformAttn
+from unipose_model.ops import MSDeformAttn, ms_deform_attn_pytorch, register_deform_attn_impl, use_deform_attn_impl
 from unipose_model.predictor import Predictor, PredictorError, cpu_supports_bf16
 from unipose_model.speed import PROFILES, apply_profile
 
@@ -43,14 +43,22 @@ def test_realtime_profile_runs_in_bfloat16_with_float32_sampling_positions(predi
         apply_profile(predictor, "accurate", 256, 384)
     assert all(np.isfinite(i.keypoints).all() for i in out)
 
-    # the deformable attention computes its positions in float32 under bf16 autocast
+    # under bf16 autocast the sampling core gets float32 positions, weights and values
+    seen = []
+
+    def spy(value, shapes, locations, weights):
+        seen.append((value.dtype, locations.dtype, weights.dtype))
+        return ms_deform_attn_pytorch(value, shapes, locations, weights)
+
+    register_deform_attn_impl("dtype_spy", spy)
     torch.manual_seed(0)
     attn = MSDeformAttn(64, n_levels=2, n_heads=4, n_points=2)
     q, mem, ref = torch.randn(1, 30, 64), torch.randn(1, 20 * 30 + 10 * 15, 64), torch.rand(1, 30, 2, 2)
     exact = attn(q, ref, mem, [(20, 30), (10, 15)])
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16), use_deform_attn_impl("dtype_spy"):
         fast = attn(q, ref, mem, [(20, 30), (10, 15)])
-    assert fast.dtype == torch.bfloat16
+    assert seen == [(torch.float32,) * 3]
+    assert fast.dtype == torch.bfloat16  # the projections around it do run in bf16
     assert (fast.float() - exact).abs().max() < 0.05 * exact.abs().max()
 
 

@@ -54,7 +54,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="model configuration (default: the one the checkpoint names, else unipose_swint)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="inference precision; half types need CUDA (default float32)")
+                   help="inference precision; float16 needs CUDA, bfloat16 CUDA or a CPU with native bf16 "
+                        "(AVX512-BF16 / AMX) (default float32)")
     p.add_argument("--box-threshold", type=float, default=None,
                    help=f"minimum score (default: the checkpoint's recommended one, else {DEFAULT_BOX_THRESHOLD})")
     p.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD,

@@ -160,6 +160,7 @@ class Predictor:
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         check_dtype(self.dtype, self.device)
+        self.base_dtype = self.dtype  # as built; speed profiles switch self.dtype and come back to it
         if box_threshold != "auto" and not 0.0 <= box_threshold < 1.0:
             raise PredictorError(f"box_threshold must be in [0, 1), got {box_threshold}")
         if not 0.0 <= iou_threshold <= 1.0:
@@ -505,17 +506,19 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` runs bfloat16 matrix products natively (CUDA, or a CPU with bf16 units)."""
+    return device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16())
+
+
 def check_dtype(dtype: torch.dtype, device: torch.device) -> None:
-    if dtype == torch.float32 or device.type == "cuda":
+    if dtype == torch.float32 or device.type == "cuda" or (dtype == torch.bfloat16 and native_bf16(device)):
         return
     if dtype == torch.bfloat16 and device.type == "cpu":
-        if cpu_supports_bf16():
-            return
         raise PredictorError("dtype bfloat16 on the CPU needs native bf16 instructions (AVX512-BF16 "
                              "or AMX), which this CPU lacks; use dtype float32")
     raise PredictorError(f"dtype {_dtype_name(dtype)} needs a CUDA device (got {device}); use dtype "
-                         f"float32{' or bfloat16' if device.type == 'cpu' and cpu_supports_bf16() else ''} "
-                         f"on the CPU")
+                         f"float32{' or bfloat16' if native_bf16(device) else ''} on the CPU")
 
 
 def _load_model(model, checkpoint):

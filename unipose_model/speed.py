@@ -50,7 +50,7 @@ def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -
     counts and the dtype the predictor was built with."""
     import torch
 
-    from .predictor import cpu_supports_bf16
+    from .predictor import native_bf16
 
     profile = get_profile(name)
     cfg = predictor.model.config
@@ -60,7 +60,7 @@ def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -
         return profile
     predictor.set_query_counts(max(1, int(round(cfg.num_queries * profile.query_scale))),
                                max(1, int(round(cfg.num_select * profile.select_scale))))
-    base = predictor.__dict__.setdefault("profile_base_dtype", predictor.dtype)  # as built
-    native = predictor.device.type == "cuda" or (predictor.device.type == "cpu" and cpu_supports_bf16())
-    predictor.dtype = torch.bfloat16 if profile.bfloat16 and native and base == torch.float32 else base
+    base = predictor.base_dtype
+    use_bf16 = profile.bfloat16 and base == torch.float32 and native_bf16(predictor.device)
+    predictor.dtype = torch.bfloat16 if use_bf16 else base
     return profile

@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     from unipose_model.media import VideoWriter
     from unipose_model.model_file import read_model_file_info
+    from unipose_model.postprocess import DEFAULT_BOX_THRESHOLD
     from unipose_ros.detector_node import DetectorNode
     from unipose_ros.image_conversion import image_to_color
     from unipose_ros.image_source import ImageSourceNode
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
             Parameter("prompt", value=args.prompt), Parameter("short_side", value=int(size.get("short_side", 800))),
             Parameter("max_size", value=int(size.get("max_size", 1333))), Parameter("autostart", value=True),
-            Parameter("box_threshold", value=float(info.postprocess.get("box_threshold", 0.1)))])
+            Parameter("box_threshold", value=float(info.postprocess.get("box_threshold", DEFAULT_BOX_THRESHOLD)))])
         nodes.append(detector)
         print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
         if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:

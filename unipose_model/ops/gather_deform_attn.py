@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from .ms_deform_attn import register_deform_attn_impl
 
+FLOAT32_EXACT_ROWS = 2 ** 24  # row indices below this are exact in float32; beyond, float64 / int64
+
 
 def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]],
                           sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
@@ -34,7 +36,7 @@ def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Sequence[Tuple[in
                        for v, (h, w) in zip(levels, spatial_shapes)], 1)
     rows_total = table.shape[0] * table.shape[1] * M
     # Row indices are built in floating point (fewer conversions), exact below 2**24 in float32.
-    index_dtype = torch.float32 if rows_total < 2 ** 24 else torch.float64
+    index_dtype = torch.float32 if rows_total < FLOAT32_EXACT_ROWS else torch.float64
     starts, start = [], 0
     for h, w in spatial_shapes:
         starts.append(start)
