@@ -185,11 +185,11 @@ class Predictor:
             if self.dtype != torch.float32:
                 raise PredictorError(f"backend {backend} runs its own precision; use dtype float32")
             self._backend = build_backend(backend, self.model, **(backend_options or {}))
-        if box_threshold == "auto" and "box_threshold" in self.file_info.postprocess:
-            self.box_threshold = float(self.file_info.postprocess["box_threshold"])
-        trained = self.file_info.input_size or {}  # the resolution the checkpoint was trained for
-        self.short_side = int(trained.get("short_side", DEFAULT_SHORT_SIDE) if short_side is None else short_side)
-        self.max_size = trained.get("max_size", DEFAULT_MAX_SIZE) if max_size == "auto" else max_size
+        defaults = self.model_defaults()
+        if box_threshold == "auto":
+            self.box_threshold = defaults["box_threshold"]
+        self.short_side = defaults["short_side"] if short_side is None else int(short_side)
+        self.max_size = defaults["max_size"] if max_size == "auto" else max_size
         # A checkpoint that carries its prompt features also defines what its categories mean.
         self.vocabulary = None
         if self.file_info.vocabulary:
@@ -205,6 +205,14 @@ class Predictor:
         self._prompt_cache_size = prompt_cache_size
         self._lock = threading.RLock()  # one inference at a time (e.g. several ROS callbacks)
         self.last_timing: dict[str, float] = {}
+
+    def model_defaults(self) -> dict:
+        """What the model file recommends (the library defaults where it says nothing):
+        ``box_threshold`` and the input size it was trained for, ``short_side`` / ``max_size``."""
+        trained = self.file_info.input_size or {}
+        return {"box_threshold": float(self.file_info.postprocess.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
+                "short_side": int(trained.get("short_side", DEFAULT_SHORT_SIDE)),
+                "max_size": trained.get("max_size", DEFAULT_MAX_SIZE)}
 
     # ------------------------------------------------------------------ prompts
     def prepare_prompt(self, prompt) -> PreparedPrompt:

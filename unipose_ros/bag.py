@@ -44,11 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--clip-weights", default="")
     model.add_argument("--device", default="auto")
     model.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
-    model.add_argument("--box-threshold", type=float, default=0.1)
+    model.add_argument("--box-threshold", type=float, default=-1.0,
+                       help="negative (default): the model file's recommended threshold, else 0.1")
     model.add_argument("--iou-threshold", type=float, default=0.9)
     model.add_argument("--max-instances", type=int, default=0, help="0: all")
-    model.add_argument("--short-side", type=int, default=800)
-    model.add_argument("--max-size", type=int, default=1333)
+    model.add_argument("--short-side", type=int, default=0,
+                       help="input short side (0, default: the model file's training size, else 800)")
+    model.add_argument("--max-size", type=int, default=-1,
+                       help="input long side limit (0: none; -1, default: the model file's, else 1333)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

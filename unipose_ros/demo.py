@@ -99,7 +99,6 @@ def run(args: argparse.Namespace) -> int:
 
     from unipose_model.media import VideoWriter
     from unipose_model.model_file import read_model_file_info
-    from unipose_model.postprocess import DEFAULT_BOX_THRESHOLD
     from unipose_ros.detector_node import DetectorNode
     from unipose_ros.image_conversion import image_to_color
     from unipose_ros.image_source import ImageSourceNode
@@ -112,7 +111,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"unipose-demo: {args.checkpoint} names no model configuration; use a checkpoint "
               "written by unipose-train (or run unipose-detector with model:=...)", file=sys.stderr)
         return 2
-    size = info.input_size or {}
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / args.video
@@ -125,9 +123,8 @@ def run(args: argparse.Namespace) -> int:
         detector = DetectorNode(parameter_overrides=[
             Parameter("model", value=info.model_name), Parameter("checkpoint", value=str(args.checkpoint)),
             Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
-            Parameter("prompt", value=args.prompt), Parameter("short_side", value=int(size.get("short_side", 800))),
-            Parameter("max_size", value=int(size.get("max_size", 1333))), Parameter("autostart", value=True),
-            Parameter("box_threshold", value=float(info.postprocess.get("box_threshold", DEFAULT_BOX_THRESHOLD)))])
+            Parameter("prompt", value=args.prompt), Parameter("autostart", value=True)])
+        # box_threshold, short_side and max_size keep their defaults: the model file's values
         nodes.append(detector)
         print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
         if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:

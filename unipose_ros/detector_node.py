@@ -34,7 +34,7 @@ from visualization_msgs.msg import MarkerArray
 
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
-from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt,
+from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt, runtime_value,
                                       resolve_visual_prompt, visual_prompt_from_fields)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)
@@ -125,14 +125,12 @@ class DetectorNode(LifecycleNode):
 
     @staticmethod
     def _apply_runtime(predictor, name: str, value) -> None:
-        if name in ("box_threshold", "iou_threshold"):
-            setattr(predictor, name, float(value))
+        if name in ("box_threshold", "short_side", "max_size"):
+            setattr(predictor, name, runtime_value(predictor, name, value))
+        elif name == "iou_threshold":
+            predictor.iou_threshold = float(value)
         elif name == "max_instances":
             predictor.max_instances = int(value) or None
-        elif name == "short_side":
-            predictor.short_side = int(value)
-        elif name == "max_size":
-            predictor.max_size = int(value) or None
 
     def _apply_speed_profile(self, predictor, changed: dict | None = None) -> None:
         """The profile scales the configured input size and the model's query counts."""
@@ -140,10 +138,11 @@ class DetectorNode(LifecycleNode):
 
         values = {name: self._param(name) for name in ("speed_profile", "short_side", "max_size")}
         values.update(changed or {})
-        profile = apply_profile(predictor, values["speed_profile"], int(values["short_side"]),
-                                int(values["max_size"]) or None)
+        profile = apply_profile(predictor, values["speed_profile"],
+                                runtime_value(predictor, "short_side", values["short_side"]),
+                                runtime_value(predictor, "max_size", values["max_size"]))
         self.get_logger().info(f"speed profile {profile.describe()}: input short side {predictor.short_side}, "
-                               f"max {predictor.max_size}")
+                               f"max {predictor.max_size}, box threshold {predictor.box_threshold:g}")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -20,9 +20,24 @@ def load_predictor(p: dict):
     dtype = "float32" if backend != "pytorch" else p["precision"]
     return Predictor(model=p["model"], checkpoint=p["checkpoint"] or None, device=p["device"],
                      dtype=dtype, text_encoder=p["text_encoder"], backend=backend, backend_options=options,
-                     clip_weights=p["clip_weights"] or None, box_threshold=p["box_threshold"],
-                     iou_threshold=p["iou_threshold"], short_side=p["short_side"],
-                     max_size=p["max_size"] or None, max_instances=p["max_instances"] or None)
+                     clip_weights=p["clip_weights"] or None,
+                     box_threshold="auto" if p["box_threshold"] < 0 else p["box_threshold"],
+                     iou_threshold=p["iou_threshold"], short_side=p["short_side"] if p["short_side"] > 0 else None,
+                     max_size="auto" if p["max_size"] < 0 else (p["max_size"] or None),
+                     max_instances=p["max_instances"] or None)
+
+
+def runtime_value(predictor, name: str, value):
+    """A node parameter's value for the predictor, with the "from the model file" sentinels
+    (box_threshold < 0, short_side 0, max_size -1) replaced by what the model file recommends."""
+    defaults = predictor.model_defaults()
+    if name == "box_threshold":
+        return defaults["box_threshold"] if value < 0 else float(value)
+    if name == "short_side":
+        return defaults["short_side"] if value <= 0 else int(value)
+    if name == "max_size":
+        return defaults["max_size"] if value < 0 else (int(value) or None)
+    return value
 
 
 def resolve_prompt(predictor, text: str) -> ActivePrompt:

@@ -43,14 +43,16 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     # detection
     Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye' "
           "or the JSON form. Topic ~/prompt changes it at run time.", runtime=True),
-    Param("box_threshold", 0.1, "Minimum detection score.", runtime=True, range=(0.0, 1.0)),
+    Param("box_threshold", -1.0, "Minimum detection score. Negative: the threshold the model file "
+          "recommends (0.1 when it names none).", runtime=True, range=(-1.0, 1.0)),
     Param("iou_threshold", 0.9, "Non-maximum suppression IoU threshold (1: no suppression).",
           runtime=True, range=(0.0, 1.0)),
     Param("max_instances", 0, "Keep at most this many detections per image, best first (0: all).",
           runtime=True, range=(0, 1000)),
-    Param("short_side", 800, "Input resize: short side in pixels.", runtime=True, range=(32, 4096)),
-    Param("max_size", 1333, "Input resize: long side limit in pixels (0: none).", runtime=True,
-          range=(0, 8192)),
+    Param("short_side", 0, "Input resize: short side in pixels. 0: the size the model file was "
+          "trained for (800 when it names none).", runtime=True, range=(0, 4096)),
+    Param("max_size", -1, "Input resize: long side limit in pixels. 0: none; -1: the model "
+          "file's (1333 when it names none).", runtime=True, range=(-1, 8192)),
     Param("speed_profile", "accurate", "Speed/accuracy trade-off: accurate (the model as trained, at "
           "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
           "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (input x0.35, "

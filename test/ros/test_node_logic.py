@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from unipose_model.predictor import Instance
 from unipose_ros.detection_messages import (ActivePrompt, ClassLayout, PixelProjector, keypoint_array,
                                             marker_array)
 from unipose_ros.frame_slot import LatestFrameSlot
+from unipose_ros.model_loader import load_predictor, runtime_value
 from unipose_ros.parameters import DETECTOR_PARAMETERS, check_choice, descriptor, markdown_table
 from unipose_ros.stats import ProblemThrottle, RateLimiter, WindowStats
 
@@ -173,4 +175,44 @@ def test_parameter_table_descriptors_and_choices():
             assert d.integer_range[0].from_value == p.range[0]
     assert check_choice("device", "anything") is None
     assert "backend must be one of" in check_choice("backend", "tflite")
-    assert "| `box_threshold` | `0.1` | yes |" in markdown_table()
+    assert "| `box_threshold` | `-1.0` | yes |" in markdown_table()
+
+
+def test_docs_parameter_table_is_current():
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "ROS.md").read_text()
+    assert markdown_table() in docs, "docs/ROS.md's parameter table is stale: paste unipose_ros.parameters.markdown_table()"
+
+
+def _defaults() -> dict:
+    return {p.name: p.default for p in DETECTOR_PARAMETERS}
+
+
+def test_default_parameters_take_the_model_files_threshold_and_input_size():
+    """Started by hand on the bundled model, the node uses the file's threshold (0.3) and the
+    input size it was trained at (512), not the library's 0.1 and 800/1333."""
+    from unipose_model.model_file import BUNDLED_CHECKPOINT, read_model_file_info
+
+    info = read_model_file_info(BUNDLED_CHECKPOINT)
+    params = {**_defaults(), "model": info.model_name, "checkpoint": str(BUNDLED_CHECKPOINT), "device": "cpu"}
+    predictor = load_predictor(params)
+    assert predictor.box_threshold == pytest.approx(info.postprocess["box_threshold"]) != 0.1
+    assert (predictor.short_side, predictor.max_size) == (info.input_size["short_side"], info.input_size["max_size"])
+    # set at run time: explicit values win, the sentinels go back to the file's values
+    assert runtime_value(predictor, "box_threshold", 0.55) == 0.55
+    assert runtime_value(predictor, "box_threshold", -1.0) == pytest.approx(info.postprocess["box_threshold"])
+    assert runtime_value(predictor, "short_side", 640) == 640
+    assert runtime_value(predictor, "short_side", 0) == info.input_size["short_side"]
+    assert runtime_value(predictor, "max_size", 0) is None
+    assert runtime_value(predictor, "max_size", -1) == info.input_size["max_size"]
+
+
+def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendations():
+    from unipose_model.postprocess import DEFAULT_BOX_THRESHOLD
+
+    params = {**_defaults(), "model": "unipose_tiny", "checkpoint": "reference", "text_encoder": "hash",
+              "device": "cpu"}
+    predictor = load_predictor(params)
+    assert predictor.box_threshold == DEFAULT_BOX_THRESHOLD
+    assert (predictor.short_side, predictor.max_size) == (800, 1333)
+    explicit = load_predictor({**params, "box_threshold": 0.0, "short_side": 256, "max_size": 0})
+    assert (explicit.box_threshold, explicit.short_side, explicit.max_size) == (0.0, 256, None)
