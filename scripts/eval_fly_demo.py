@@ -71,7 +71,8 @@ def support_prompt(video: str, frame: int, instance: int = 0):
 
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
-             iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate", dtype: str = "float32") -> dict:
+             iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate", dtype: str = "float32",
+             refine="auto") -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -84,7 +85,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     gt.instances = [i for i in gt.instances if i.image_id in wanted]
     by_image = gt.instances_by_image()
     kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
-    predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, **kwargs)
+    predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, refine=refine, **kwargs)
     if speed_profile != "accurate":
         from unipose_model.speed import apply_profile
         apply_profile(predictor, speed_profile, predictor.short_side, predictor.max_size)
@@ -116,7 +117,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "checkpoint": str(predictor.checkpoint), "frames": f"{frames.start}:{frames.stop}:{frames.step}",
         "prompt": "text 'fly'" if visual is None else f"1-shot visual prompt ({visual.class_name}, {len(visual.keypoints)} keypoints)",
         "num_frames": len(per_frame), "box_threshold": predictor.box_threshold,
-        "input_size": [predictor.short_side, predictor.max_size],
+        "input_size": [predictor.short_side, predictor.max_size], "refine": predictor.refine,
         "both_flies_found": both / max(1, len(per_frame)),
         "flies_found": sum(f["found"] for f in per_frame) / max(1, sum(f["flies"] for f in per_frame)),
         "false_positives_per_frame": sum(f["extra"] for f in per_frame) / max(1, len(per_frame)),
@@ -135,7 +136,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT))
     p.add_argument("--frames", default="1200:1500", help="start:stop[:step] (default 1200:1500, all held out)")
     p.add_argument("--video", default=str(BUNDLED_VIDEO))
-    p.add_argument("--box-threshold", type=float, default=None, help="default: the Predictor's (0.1)")
+    p.add_argument("--box-threshold", type=float, default=None, help="default: the checkpoint's (the Predictor's)")
+    p.add_argument("--refine", type=float, default=None,
+                   help="crop-refinement factor (0: off; default: the checkpoint's)")
     p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--support-frame", type=int, default=None,
                    help="1-shot visual prompt: the labelled fly of this frame (a training frame, < 1200) is the "
@@ -152,7 +155,8 @@ def main(argv=None) -> int:
         if args.support_frame >= 1200:
             print("warning: the support frame is a held-out frame", file=sys.stderr)
         visual = support_prompt(args.video, args.support_frame, args.support_instance)
-    out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual)
+    out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual,
+                   refine="auto" if args.refine is None else args.refine)
     if visual is not None:
         out["support"] = {"frame": args.support_frame, "instance": args.support_instance}
     text = json.dumps(out, indent=2)

@@ -115,6 +115,9 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     err = _error(["predict", str(IMAGES[1]), "--prompt", "", *out, *TINY], capsys)
     assert "prompt is empty" in err
 
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, *TINY, "--refine", "0.5"], capsys)
+    assert "refine must be 0/None (off) or a crop factor in [1, 20], got 0.5" in err
+
     err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, *TINY, "--dtype", "float16",
                   "--device", "cpu"], capsys)
     assert "needs a CUDA device" in err
@@ -153,7 +156,7 @@ def test_help_lists_subcommands(capsys):
         main(["predict", "--help"])
     text = capsys.readouterr().out
     assert exit_.value.code == 0
-    for flag in ("--prompt", "--checkpoint", "--out", "--box-threshold", "--clip-weights", "--max-instances"):
+    for flag in ("--prompt", "--checkpoint", "--out", "--box-threshold", "--clip-weights", "--max-instances", "--refine"):
         assert flag in text
     with pytest.raises(SystemExit) as exit_:
         main([])  # no command: usage error

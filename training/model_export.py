@@ -72,7 +72,7 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
 
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
-           box_threshold: Optional[float] = None,
+           box_threshold: Optional[float] = None, refine: Optional[float] = None,
            info: Optional[Dict[str, Any]] = None) -> Path:
     """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
     checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`)."""
@@ -93,7 +93,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
                            features=tf["features"], text_encoder=tf["encoder"],
                            vocabulary=entries["vocabulary"], input_size=entries["input_size"],
                            info={k: v for k, v in meta.items() if v is not None}, half=half,
-                           postprocess=None if box_threshold is None else {"box_threshold": box_threshold})
+                           postprocess={k: v for k, v in (("box_threshold", box_threshold), ("refine", refine))
+                                        if v is not None} or None)
 
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
@@ -129,9 +130,12 @@ def main(argv=None) -> int:
     p.add_argument("--info", help="JSON object of provenance to store (data, split, metrics, ...)")
     p.add_argument("--box-threshold", type=float, default=None,
                    help="score threshold to store as the model's default (choose it on held-out data)")
+    p.add_argument("--refine", type=float, default=None,
+                   help="crop-refinement factor to store as the model's default (unipose_model/refine.py; "
+                        "choose it on training or validation frames)")
     args = p.parse_args(argv)
     path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
-                  box_threshold=args.box_threshold,
+                  box_threshold=args.box_threshold, refine=args.refine,
                   info=json.loads(args.info) if args.info else None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -68,6 +68,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_MAX_SIZE})")
     p.add_argument("--max-instances", type=int, default=None,
                    help="keep at most N detections per image, best first (default all)")
+    p.add_argument("--refine", type=float, default=None,
+                   help="crop refinement: a second pass on a crop of F x each detection's box for finer "
+                        "keypoints (0: off; default: the checkpoint's recommended F, else off)")
     p.add_argument("--text-encoder", default="auto",
                    help="auto (default: the prompt features stored in the checkpoint, else clip), clip "
                         "(OpenAI CLIP ViT-B/32), hash (meaningless stand-in, no weights), or a "
@@ -113,7 +116,8 @@ def run_predict(args: argparse.Namespace) -> int:
                           box_threshold="auto" if args.box_threshold is None else args.box_threshold,
                           iou_threshold=args.iou_threshold, short_side=args.short_side,
                           max_size="auto" if args.max_size is None else args.max_size,
-                          max_instances=args.max_instances)
+                          max_instances=args.max_instances,
+                          refine="auto" if args.refine is None else args.refine)
     try:
         if visual is not None:
             prompt = _VisualQuery(visual, args.prompt, predictor.prepare_visual_prompt(visual, args.prompt))

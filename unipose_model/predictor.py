@@ -143,6 +143,9 @@ class Predictor:
         short_side, max_size: resize rule; None / "auto" = the checkpoint's training resolution
             if it records one, else the official 800 / 1333 (max_size None: no cap).
         max_instances: keep at most this many detections per image (best first); None = all.
+        refine: crop refinement (see refine.py): a second pass over a square crop of ``refine``
+            x each detection's longer box side, whose keypoints replace the first pass's; None
+            or 0: off; "auto": the factor the checkpoint file recommends, if any, else off.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
         backend: "pytorch" (default), "onnxruntime" or "tensorrt": run an exported graph (one per
             input size, exported on first use and cached; see unipose_model/backends/);
@@ -155,7 +158,8 @@ class Predictor:
                  box_threshold: float | str = "auto",
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  short_side: int | None = None, max_size: int | None | str = "auto",
-                 max_instances: int | None = None, batch_size: int = 8, prompt_cache_size: int = 64,
+                 max_instances: int | None = None, refine: float | str | None = "auto",
+                 batch_size: int = 8, prompt_cache_size: int = 64,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
@@ -190,6 +194,12 @@ class Predictor:
             self.box_threshold = defaults["box_threshold"]
         self.short_side = defaults["short_side"] if short_side is None else int(short_side)
         self.max_size = defaults["max_size"] if max_size == "auto" else max_size
+        refine = defaults["refine"] if refine == "auto" else refine
+        if refine is not None and refine != 0 and not 1.0 <= float(refine) <= 20.0:
+            raise PredictorError(f"refine must be 0/None (off) or a crop factor in [1, 20], got {refine}")
+        # as built; speed profiles other than "accurate" switch self.refine off and back to it
+        self.base_refine = float(refine) if refine else None
+        self.refine = self.base_refine
         # A checkpoint that carries its prompt features also defines what its categories mean.
         self.vocabulary = None
         if self.file_info.vocabulary:
@@ -208,11 +218,13 @@ class Predictor:
 
     def model_defaults(self) -> dict:
         """What the model file recommends (the library defaults where it says nothing):
-        ``box_threshold`` and the input size it was trained for, ``short_side`` / ``max_size``."""
+        ``box_threshold``, the input size it was trained for (``short_side`` / ``max_size``) and
+        its crop-refinement factor (``refine``, None: off)."""
         trained = self.file_info.input_size or {}
         return {"box_threshold": float(self.file_info.postprocess.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
                 "short_side": int(trained.get("short_side", DEFAULT_SHORT_SIDE)),
-                "max_size": trained.get("max_size", DEFAULT_MAX_SIZE)}
+                "max_size": trained.get("max_size", DEFAULT_MAX_SIZE),
+                "refine": self.file_info.postprocess.get("refine") or None}
 
     # ------------------------------------------------------------------ prompts
     def prepare_prompt(self, prompt) -> PreparedPrompt:
@@ -400,7 +412,36 @@ class Predictor:
                 prepared = prompt
             else:
                 prepared = self.prepare_prompt(prompt)
-            return self._predict_batch(images, prepared, color)
+            results = self._predict_batch(images, prepared, color)
+            if self.refine:
+                self._refine(images, results, prepared, color)
+            return results
+
+    def _refine(self, images, results: list[list[Instance]], prepared: PreparedPrompt, color) -> None:
+        """Replace each detection's keypoints by those of a zoomed-in second pass (refine.py)."""
+        from .refine import best_match, crop_around, refined_keypoints
+
+        t0 = time.perf_counter()
+        timing = dict(self.last_timing)
+        crops, owners = [], []
+        for i, (image, instances) in enumerate(zip(images, results)):
+            if not instances:
+                continue
+            rgb = as_rgb_array(image, color)
+            for j, inst in enumerate(instances):
+                crop = crop_around(inst.box, self.refine, *rgb.shape[:2])
+                if crop is not None:
+                    crops.append(crop.cut(rgb))
+                    owners.append((i, j, crop))
+        if crops:
+            second = self._predict_batch(crops, prepared, "rgb")
+            for (i, j, crop), candidates in zip(owners, second):
+                inst = results[i][j]
+                match = best_match(inst.box, inst.class_index, candidates, crop)
+                if match is not None:
+                    inst.keypoints = refined_keypoints(inst.keypoints, match, crop)
+        timing["refine_s"] = time.perf_counter() - t0
+        self.last_timing = timing
 
     def _predict_batch(self, images, prepared: PreparedPrompt, color) -> list[list[Instance]]:
         t0 = time.perf_counter()

@@ -117,7 +117,7 @@ class DetectorNode(LifecycleNode):
             for param in params:
                 self._apply_runtime(predictor, param.name, param.value)
             changed = {p.name: p.value for p in params}
-            if changed.keys() & {"speed_profile", "short_side", "max_size"}:
+            if changed.keys() & {"speed_profile", "short_side", "max_size", "refine"}:
                 self._apply_speed_profile(predictor, changed)
         if any(p.name == "max_rate" for p in params):
             self._limiter.max_rate = float(next(p.value for p in params if p.name == "max_rate"))
@@ -127,6 +127,8 @@ class DetectorNode(LifecycleNode):
     def _apply_runtime(predictor, name: str, value) -> None:
         if name in ("box_threshold", "short_side", "max_size"):
             setattr(predictor, name, runtime_value(predictor, name, value))
+        elif name == "refine":  # the speed profile decides whether it is used
+            predictor.base_refine = runtime_value(predictor, name, value)
         elif name == "iou_threshold":
             predictor.iou_threshold = float(value)
         elif name == "max_instances":
@@ -142,7 +144,8 @@ class DetectorNode(LifecycleNode):
                                 runtime_value(predictor, "short_side", values["short_side"]),
                                 runtime_value(predictor, "max_size", values["max_size"]))
         self.get_logger().info(f"speed profile {profile.describe()}: input short side {predictor.short_side}, "
-                               f"max {predictor.max_size}, box threshold {predictor.box_threshold:g}")
+                               f"max {predictor.max_size}, box threshold {predictor.box_threshold:g}, "
+                               f"crop refinement {predictor.refine or 'off'}")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

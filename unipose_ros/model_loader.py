@@ -24,7 +24,8 @@ def load_predictor(p: dict):
                      box_threshold="auto" if p["box_threshold"] < 0 else p["box_threshold"],
                      iou_threshold=p["iou_threshold"], short_side=p["short_side"] if p["short_side"] > 0 else None,
                      max_size="auto" if p["max_size"] < 0 else (p["max_size"] or None),
-                     max_instances=p["max_instances"] or None)
+                     max_instances=p["max_instances"] or None,
+                     refine="auto" if p.get("refine", -1.0) < 0 else (p["refine"] or None))
 
 
 def runtime_value(predictor, name: str, value):
@@ -37,6 +38,8 @@ def runtime_value(predictor, name: str, value):
         return defaults["short_side"] if value <= 0 else int(value)
     if name == "max_size":
         return defaults["max_size"] if value < 0 else (int(value) or None)
+    if name == "refine":
+        return defaults["refine"] if value < 0 else (float(value) or None)
     return value
 
 

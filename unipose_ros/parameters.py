@@ -53,11 +53,15 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "trained for (800 when it names none).", runtime=True, range=(0, 4096)),
     Param("max_size", -1, "Input resize: long side limit in pixels. 0: none; -1: the model "
           "file's (1333 when it names none).", runtime=True, range=(-1, 8192)),
+    Param("refine", -1.0, "Crop refinement: a second pass on a square crop of this many times each "
+          "detection's longer box side, for finer keypoints (one extra model pass per detection). "
+          "0: off; negative: the model file's recommended factor (off when it names none). Only "
+          "the accurate speed profile uses it.", runtime=True, range=(-1.0, 20.0)),
     Param("speed_profile", "accurate", "Speed/accuracy trade-off: accurate (the model as trained, at "
           "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
           "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (input x0.35, "
-          "proposals / 9, instances x0.2, bfloat16 matrix products where the CPU/GPU has native bf16). Measured cost: "
-          "docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
+          "proposals / 9, instances x0.2, bfloat16 matrix products where the CPU/GPU has native bf16); "
+          "all but accurate skip crop refinement. Measured cost: docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
     Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
           "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
     # input
@@ -126,3 +130,27 @@ def markdown_table() -> str:
         rows.append(f"| `{p.name}` | `{p.default!r}` | {'yes' if p.runtime else 'configure'} | "
                     f"{p.description}{choices}{rng} |")
     return "\n".join(rows)
+
+
+def update_docs(path) -> bool:
+    """Rewrite the parameter table in a markdown file (docs/ROS.md); True when it changed."""
+    from pathlib import Path
+
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| parameter | default |"))
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    new = lines[:start] + markdown_table().split("\n") + lines[end:]
+    if new == lines:
+        return False
+    path.write_text("\n".join(new), encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":  # python -m unipose_ros.parameters docs/ROS.md
+    import sys
+
+    for target in sys.argv[1:] or ["docs/ROS.md"]:
+        print(f"{target}: {'updated' if update_docs(target) else 'already current'}")

@@ -180,7 +180,7 @@ def test_parameter_table_descriptors_and_choices():
 
 def test_docs_parameter_table_is_current():
     docs = (Path(__file__).resolve().parents[2] / "docs" / "ROS.md").read_text()
-    assert markdown_table() in docs, "docs/ROS.md's parameter table is stale: paste unipose_ros.parameters.markdown_table()"
+    assert markdown_table() in docs, "docs/ROS.md is stale: run python -m unipose_ros.parameters docs/ROS.md"
 
 
 def _defaults() -> dict:
@@ -204,6 +204,8 @@ def test_default_parameters_take_the_model_files_threshold_and_input_size():
     assert runtime_value(predictor, "short_side", 0) == info.input_size["short_side"]
     assert runtime_value(predictor, "max_size", 0) is None
     assert runtime_value(predictor, "max_size", -1) == info.input_size["max_size"]
+    assert predictor.refine == info.postprocess.get("refine") and runtime_value(predictor, "refine", 0.0) is None
+    assert runtime_value(predictor, "refine", 4.0) == 4.0
 
 
 def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendations():
@@ -213,6 +215,6 @@ def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendati
               "device": "cpu"}
     predictor = load_predictor(params)
     assert predictor.box_threshold == DEFAULT_BOX_THRESHOLD
-    assert (predictor.short_side, predictor.max_size) == (800, 1333)
+    assert (predictor.short_side, predictor.max_size, predictor.refine) == (800, 1333, None)
     explicit = load_predictor({**params, "box_threshold": 0.0, "short_side": 256, "max_size": 0})
     assert (explicit.box_threshold, explicit.short_side, explicit.max_size) == (0.0, 256, None)

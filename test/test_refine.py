@@ -1,0 +1,91 @@
+"""Crop refinement: crop geometry, matching the crop's detection to the first pass, and the
+Predictor's second pass (boxes and scores kept, keypoints from the zoomed-in pass)."""
+import numpy as np
+import pytest
+
+from unipose_model.predictor import Instance, Predictor, PredictorError
+from unipose_model.refine import Crop, best_match, crop_around, refined_keypoints
+
+
+def _inst(box, class_index=0, kpts=None):
+    kpts = np.zeros((2, 3)) if kpts is None else np.asarray(kpts, float)
+    return Instance("fly", class_index, 0.9, tuple(float(v) for v in box), kpts, ("a", "b"))
+
+
+def test_crop_is_a_square_of_context_times_the_longer_side_centred_on_the_box():
+    crop = crop_around((400, 450, 500, 470), 4.0, 1024, 1024)   # 100 x 20 box, centre (450, 460)
+    assert (crop.x1 - crop.x0, crop.y1 - crop.y0) == (400, 400)
+    assert ((crop.x0 + crop.x1) / 2, (crop.y0 + crop.y1) / 2) == (450, 460)
+
+
+def test_crop_is_shifted_inside_the_image_at_borders_then_clipped():
+    crop = crop_around((0, 990, 50, 1020), 4.0, 1024, 1280)      # bottom-left corner
+    assert (crop.x0, crop.y1, crop.x1 - crop.x0, crop.y1 - crop.y0) == (0, 1024, 200, 200)
+    tall = crop_around((10, 10, 100, 100), 6.0, 300, 2000)       # 540 px crop in a 300 px high image
+    assert (tall.y0, tall.y1, tall.x1 - tall.x0) == (0, 300, 540)
+
+
+def test_no_crop_when_it_would_be_the_whole_image():
+    assert crop_around((100, 100, 400, 400), 3.0, 800, 800) is None
+    assert crop_around((100, 100, 140, 140), 3.0, 800, 800) is not None
+
+
+def test_best_match_maps_crop_pixels_to_the_image_and_needs_the_same_class_and_overlap():
+    crop = Crop(300, 200, 700, 600)
+    target = (400, 300, 500, 400)
+    same = _inst((100, 100, 200, 200), kpts=[[150, 120, 0.5], [110, 190, 0.5]])  # = target in image pixels
+    neighbour = _inst((180, 180, 280, 280))
+    other_class = _inst((100, 100, 200, 200), class_index=1)
+    assert best_match(target, 0, [neighbour, other_class, same], crop) is same
+    assert best_match(target, 0, [neighbour, other_class], crop) is None       # IoU 0.02 < 0.3
+    first = np.array([[1.0, 2.0, 0.7], [3.0, 4.0, 0.7]])
+    out = refined_keypoints(first, same, crop)
+    assert out.tolist() == [[450.0, 320.0, 0.7], [410.0, 390.0, 0.7]] and first[0, 0] == 1.0
+
+
+def test_refine_argument_is_checked_and_auto_follows_the_file():
+    with pytest.raises(PredictorError, match="refine"):
+        Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash", refine=0.5)
+    p = Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash")
+    assert p.refine is None                                       # the reference file recommends none
+    assert Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash", refine=4).refine == 4.0
+
+
+def test_second_pass_keeps_boxes_and_scores(monkeypatch):
+    """Random weights, box threshold 0: many detections. With refinement the same detections come
+    back (boxes, scores, order); each gets one crop pass; a matched crop detection's keypoints,
+    shifted by the crop's corner, replace the first pass's."""
+    import unipose_model.refine as refine
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    kwargs = dict(device="cpu", text_encoder="hash", box_threshold=0.0, short_side=128, max_size=160,
+                  max_instances=4)
+    plain = Predictor("unipose_tiny", "reference", **kwargs)
+    refined = Predictor(plain.model, refine=2.0, **kwargs)
+    seen = []
+
+    def first_candidate(box, class_index, candidates, crop):  # random boxes rarely overlap: take any
+        seen.append(crop)
+        return candidates[0]
+
+    monkeypatch.setattr(refine, "best_match", first_candidate)
+    a, b = plain.predict(image, "person"), refined.predict(image, "person")
+    assert len(a) == len(b) == 4 and len(seen) == 4
+    assert [x.box for x in a] == [x.box for x in b] and [x.score for x in a] == [x.score for x in b]
+    for x, y, crop in zip(a, b, seen):
+        assert np.array_equal(x.keypoints[:, 2], y.keypoints[:, 2])
+        assert crop.x0 <= y.keypoints[:, 0].min() and y.keypoints[:, 0].max() <= crop.x1
+        assert crop.y0 <= y.keypoints[:, 1].min() and y.keypoints[:, 1].max() <= crop.y1
+        assert not np.allclose(x.keypoints[:, :2], y.keypoints[:, :2])
+    assert refined.last_timing["refine_s"] > 0 and "refine_s" not in plain.last_timing
+
+
+def test_speed_profiles_turn_refinement_off_and_accurate_brings_it_back():
+    from unipose_model.speed import apply_profile
+
+    p = Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash", refine=3.0)
+    apply_profile(p, "fast", 800, 1333)
+    assert p.refine is None
+    apply_profile(p, "accurate", 800, 1333)
+    assert p.refine == 3.0
