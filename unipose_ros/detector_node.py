@@ -150,7 +150,7 @@ class DetectorNode(LifecycleNode):
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         params = self._params()
-        for name in ("backend", "precision", "image_qos", "speed_profile"):
+        for name in ("backend", "precision", "image_qos", "speed_profile", "refine"):
             reason = check_choice(name, params[name])
             if reason:
                 self.get_logger().error(reason)

@@ -30,7 +30,8 @@ def load_predictor(p: dict):
 
 def runtime_value(predictor, name: str, value):
     """A node parameter's value for the predictor, with the "from the model file" sentinels
-    (box_threshold < 0, short_side 0, max_size -1) replaced by what the model file recommends."""
+    (box_threshold < 0, short_side 0, max_size -1, refine < 0) replaced by what the model file
+    recommends."""
     defaults = predictor.model_defaults()
     if name == "box_threshold":
         return defaults["box_threshold"] if value < 0 else float(value)

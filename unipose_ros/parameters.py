@@ -114,10 +114,13 @@ def descriptor(param: Param):
 
 
 def check_choice(name: str, value) -> str | None:
-    """A reason when `value` is not among the parameter's choices, else None."""
+    """A reason when `value` is not among the parameter's choices (or not a usable value where
+    a range cannot say it), else None."""
     param = BY_NAME.get(name)
     if param and param.choices and value not in param.choices:
         return f"{name} must be one of {', '.join(param.choices)}, got '{value}'"
+    if name == "refine" and 0.0 < value < 1.0:  # a crop smaller than the box it refines
+        return f"refine must be 0 (off), negative (the model file's) or a crop factor >= 1, got {value}"
     return None
 
 

@@ -85,6 +85,8 @@ def test_lifecycle_transitions_and_runtime_parameters(probe, start_node):
     # out of range and invalid values are refused with a reason; the old value stays
     refused = set_params(probe, node, box_threshold=1.5)
     assert not refused[0].successful
+    refused = set_params(probe, node, refine=0.5)
+    assert not refused[0].successful and "crop factor >= 1" in refused[0].reason
     refused = set_params(probe, node, prompt="person: nose, nose")
     assert not refused[0].successful and "rejected prompt" in refused[0].reason
     assert all(r.successful for r in set_params(probe, node, prompt="person: nose"))

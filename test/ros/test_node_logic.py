@@ -175,6 +175,8 @@ def test_parameter_table_descriptors_and_choices():
             assert d.integer_range[0].from_value == p.range[0]
     assert check_choice("device", "anything") is None
     assert "backend must be one of" in check_choice("backend", "tflite")
+    assert "refine must be 0 (off)" in check_choice("refine", 0.5)
+    assert check_choice("refine", 0.0) is None and check_choice("refine", -1.0) is None and check_choice("refine", 6.0) is None
     assert "| `box_threshold` | `-1.0` | yes |" in markdown_table()
 
 
