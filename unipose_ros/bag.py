@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input short side (0, default: the model file's training size, else 800)")
     model.add_argument("--max-size", type=int, default=-1,
                        help="input long side limit (0: none; -1, default: the model file's, else 1333)")
+    model.add_argument("--refine", type=float, default=-1.0,
+                       help="crop refinement factor (0: off; negative, default: the model file's, else off)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -134,7 +136,8 @@ def process_bag(args: argparse.Namespace) -> dict:
         "backend": "torch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
         "precision": args.precision, "text_encoder": args.text_encoder, "clip_weights": args.clip_weights,
         "box_threshold": args.box_threshold, "iou_threshold": args.iou_threshold,
-        "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances})
+        "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances,
+        "refine": args.refine})
     prompt = resolve_prompt(predictor, args.prompt)
     model_name = f"{args.model} ({args.checkpoint or 'default checkpoint'})"
     store = message_typestore()
