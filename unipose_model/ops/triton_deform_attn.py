@@ -30,6 +30,27 @@ def _corner(value_ptr, base, start, yy, xx, h, w, offs_d, d_mask, M, D):
 
 
 @triton.jit
+def _point(loc_ptr, attn_ptr, idx, q_mask, h, w):
+    """One sampling point per query of a block: its attention weight, the bilinear fractions
+    (fx, fy) and the top-left corner (x0, y0) in pixels of its level (align_corners=False)."""
+    lx = tl.load(loc_ptr + 2 * idx, mask=q_mask, other=0.0).to(tl.float32)
+    ly = tl.load(loc_ptr + 2 * idx + 1, mask=q_mask, other=0.0).to(tl.float32)
+    a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
+    x = lx * w - 0.5
+    y = ly * h - 0.5
+    x0f = tl.floor(x)
+    y0f = tl.floor(y)
+    return a, x - x0f, y - y0f, x0f.to(tl.int32), y0f.to(tl.int32)
+
+
+@triton.jit
+def _blend(v00, v01, v10, v11, fx, fy):
+    """Bilinear interpolation of four corner rows (BQ, BD) with per-query fractions (BQ,)."""
+    return ((1 - fy) * (1 - fx))[:, None] * v00 + ((1 - fy) * fx)[:, None] * v01 \
+        + (fy * (1 - fx))[:, None] * v10 + (fy * fx)[:, None] * v11
+
+
+@triton.jit
 def _fwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
                 Q, S, M, D,
                 L: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -50,26 +71,13 @@ def _fwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
         for p in range(P):
             # (b, q, m, lvl, p) in the (B, Q, M, L, P) layout
             idx = (((b * Q + offs_q) * M + m) * L + lvl) * P + p
-            lx = tl.load(loc_ptr + 2 * idx, mask=q_mask, other=0.0).to(tl.float32)
-            ly = tl.load(loc_ptr + 2 * idx + 1, mask=q_mask, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-            x = lx * w - 0.5
-            y = ly * h - 0.5
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            fx = x - x0f
-            fy = y - y0f
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
+            a, fx, fy, x0, y0 = _point(loc_ptr, attn_ptr, idx, q_mask, h, w)
             v00, _, _ = _corner(value_ptr, base, start, y0, x0, h, w, offs_d, d_mask, M, D)
             v01, _, _ = _corner(value_ptr, base, start, y0, x0 + 1, h, w, offs_d, d_mask, M, D)
             v10, _, _ = _corner(value_ptr, base, start, y0 + 1, x0, h, w, offs_d, d_mask, M, D)
             v11, _, _ = _corner(value_ptr, base, start, y0 + 1, x0 + 1, h, w, offs_d, d_mask, M, D)
-            sampled = ((1 - fy) * (1 - fx))[:, None] * v00.to(tl.float32) \
-                + ((1 - fy) * fx)[:, None] * v01.to(tl.float32) \
-                + (fy * (1 - fx))[:, None] * v10.to(tl.float32) \
-                + (fy * fx)[:, None] * v11.to(tl.float32)
-            acc += a[:, None] * sampled
+            acc += a[:, None] * _blend(v00.to(tl.float32), v01.to(tl.float32), v10.to(tl.float32),
+                                       v11.to(tl.float32), fx, fy)
     out_ptrs = out_ptr + (((b * Q + offs_q) * M + m) * D)[:, None] + offs_d[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=q_mask[:, None] & d_mask[None, :])
 
@@ -102,17 +110,7 @@ def _bwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_p
         start = tl.load(starts_ptr + lvl)
         for p in range(P):
             idx = (((b * Q + offs_q) * M + m) * L + lvl) * P + p
-            lx = tl.load(loc_ptr + 2 * idx, mask=q_mask, other=0.0).to(tl.float32)
-            ly = tl.load(loc_ptr + 2 * idx + 1, mask=q_mask, other=0.0).to(tl.float32)
-            a = tl.load(attn_ptr + idx, mask=q_mask, other=0.0).to(tl.float32)
-            x = lx * w - 0.5
-            y = ly * h - 0.5
-            x0f = tl.floor(x)
-            y0f = tl.floor(y)
-            fx = x - x0f
-            fy = y - y0f
-            x0 = x0f.to(tl.int32)
-            y0 = y0f.to(tl.int32)
+            a, fx, fy, x0, y0 = _point(loc_ptr, attn_ptr, idx, q_mask, h, w)
             v00, in00, r00 = _corner(value_ptr, base, start, y0, x0, h, w, offs_d, d_mask, M, D)
             v01, in01, r01 = _corner(value_ptr, base, start, y0, x0 + 1, h, w, offs_d, d_mask, M, D)
             v10, in10, r10 = _corner(value_ptr, base, start, y0 + 1, x0, h, w, offs_d, d_mask, M, D)
@@ -121,8 +119,7 @@ def _bwd_kernel(value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, grad_out_p
             v01 = v01.to(tl.float32)
             v10 = v10.to(tl.float32)
             v11 = v11.to(tl.float32)
-            sampled = ((1 - fy) * (1 - fx))[:, None] * v00 + ((1 - fy) * fx)[:, None] * v01 \
-                + (fy * (1 - fx))[:, None] * v10 + (fy * fx)[:, None] * v11
+            sampled = _blend(v00, v01, v10, v11, fx, fy)
             tl.store(grad_attn_ptr + idx, tl.sum(g * sampled, axis=1), mask=q_mask)
             # d sampled / d x and / d y (pixel units), then x = lx * w - 0.5 gives the factor w (h).
             dx = (1 - fy)[:, None] * (v01 - v00) + fy[:, None] * (v11 - v10)
