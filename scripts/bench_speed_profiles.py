@@ -33,7 +33,7 @@ PHOTO = SHARED / "samples" / "coco" / "000000000785.jpg"
 BEGIN, END = "<!-- bench_speed_profiles.py: begin -->", "<!-- bench_speed_profiles.py: end -->"
 
 
-def time_swint(profile: str, repeats: int, core: str = "auto") -> dict:
+def time_swint(profile: str, repeats: int, core: str = "auto", compile: bool = False) -> dict:
     import cv2
 
     from unipose_model.ops import use_deform_attn_impl
@@ -41,11 +41,13 @@ def time_swint(profile: str, repeats: int, core: str = "auto") -> dict:
     from unipose_model.speed import apply_profile
 
     frame = cv2.resize(cv2.imread(str(PHOTO)), (640, 480), interpolation=cv2.INTER_AREA)
-    predictor = Predictor("unipose_swint", "reference", device="cpu", text_encoder="hash")
+    predictor = Predictor("unipose_swint", "reference", device="cpu", text_encoder="hash", compile=compile)
     apply_profile(predictor, profile, 800, 1333)
     times, stages = [], []
     with use_deform_attn_impl(core):
-        predictor.predict(frame, "person", color="bgr")  # warm-up (and prompt encoding)
+        t0 = time.perf_counter()
+        predictor.predict(frame, "person", color="bgr")  # warm-up (prompt encoding; compiling)
+        first_call = time.perf_counter() - t0
         for _ in range(repeats):
             t0 = time.perf_counter()
             predictor.predict(frame, "person", color="bgr")
@@ -53,13 +55,16 @@ def time_swint(profile: str, repeats: int, core: str = "auto") -> dict:
             stages.append(dict(predictor.last_timing))
     best = times.index(statistics.median_low(times))
     h, w = frame.shape[:2]
-    label = profile + (" (plain path)" if core == "pytorch" else "")
+    label = profile + (" (plain path)" if core == "pytorch" else "") + (" + torch.compile" if compile else "")
+    if compile and predictor._compiled.failed:
+        raise SystemExit(f"torch.compile failed: {predictor._compiled.failed}")
     return {"profile": label, "dtype": str(predictor.dtype).replace("torch.", ""),
             "input": f"{predictor.short_side}x{predictor.max_size}",
             "model_input": list(_resized(h, w, predictor.short_side, predictor.max_size)),
             "num_queries": predictor.model.transformer.num_queries,
             "num_select": predictor.model.transformer.decoder.num_select,
-            "seconds": statistics.median(times), "fps": 1.0 / statistics.median(times), **stages[best]}
+            "seconds": statistics.median(times), "fps": 1.0 / statistics.median(times),
+            "first_call_s": first_call, **stages[best]}
 
 
 def _resized(h, w, short, max_size):
@@ -96,6 +101,12 @@ def markdown(swint: list, fly: list, threads: int) -> str:
         lines.append(f"| {r['profile']} | {r['dtype']} | {r['model_input'][1]}x{r['model_input'][0]} | {r['num_queries']} / "
                      f"{r['num_select']} | {r['preprocess_s'] * 1e3:.0f} ms | {r['model_s']:.2f} s | "
                      f"{r['postprocess_s'] * 1e3:.1f} ms | **{r['seconds']:.2f} s** | {r['fps']:.2f} |")
+    compiled = [r for r in swint if "torch.compile" in r["profile"]]
+    if compiled:
+        lines += ["", "`+ torch.compile`: `Predictor(compile=True)` (node parameter `compile`, CLI `--compile`; "
+                  "inductor with frozen weights). The first call compiles: "
+                  + ", ".join(f"{r['profile']} {r['first_call_s']:.0f} s" for r in compiled)
+                  + " (once per input size and profile; inductor caches it on disk for later processes)."]
     if fly:
         lines += ["", f"Accuracy cost, bundled fly model (`fly`, held-out frames {fly[0]['frames']}):", "",
                   "| profile | input (short / max) | crop refinement | PCK@0.2 | both flies found | s/frame |",
@@ -123,6 +134,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profiles", default="accurate,fast,fastest,realtime")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", default="",
+                   help="also time these profiles with torch.compile (comma list; minutes of compiling each)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--fly-frames", default="1200:1500:5", help="held-out frames for the accuracy cost ('' = skip)")
     p.add_argument("--json", help="write the raw numbers here")
@@ -134,6 +147,9 @@ def main(argv=None) -> int:
     swint = [time_swint("accurate", args.repeats, core="pytorch")] if "accurate" in profiles else []
     for name in profiles:
         swint.append(time_swint(name, args.repeats))
+        print(json.dumps(swint[-1]), flush=True)
+    for name in [s for s in args.compile.split(",") if s]:
+        swint.append(time_swint(name, args.repeats, compile=True))
         print(json.dumps(swint[-1]), flush=True)
     fly = []
     if args.fly_frames:

@@ -68,6 +68,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_MAX_SIZE})")
     p.add_argument("--max-instances", type=int, default=None,
                    help="keep at most N detections per image, best first (default all)")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model through torch.compile (faster after a one-time compile of minutes "
+                        "per input size; see docs/BENCHMARKS.md)")
     p.add_argument("--refine", type=float, default=None,
                    help="crop refinement: a second pass on a crop of F x each detection's box for finer "
                         "keypoints (0: off; default: the checkpoint's recommended F, else off)")
@@ -117,7 +120,7 @@ def run_predict(args: argparse.Namespace) -> int:
                           iou_threshold=args.iou_threshold, short_side=args.short_side,
                           max_size="auto" if args.max_size is None else args.max_size,
                           max_instances=args.max_instances,
-                          refine="auto" if args.refine is None else args.refine)
+                          refine="auto" if args.refine is None else args.refine, compile=args.compile)
     try:
         if visual is not None:
             prompt = _VisualQuery(visual, args.prompt, predictor.prepare_visual_prompt(visual, args.prompt))

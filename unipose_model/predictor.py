@@ -147,6 +147,10 @@ class Predictor:
             x each detection's longer box side, whose keypoints replace the first pass's; None
             or 0: off; "auto": the factor the checkpoint file recommends, if any, else off.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
+        compile: run the model through ``torch.compile`` (inductor, weights frozen as constants;
+            see compiled.py): faster after a one-time compilation per input size (minutes on a
+            small CPU). Falls back to the plain model, with a warning, where compiling fails. A
+            string names another ``torch.compile`` backend.
         backend: "pytorch" (default), "onnxruntime" or "tensorrt": run an exported graph (one per
             input size, exported on first use and cached; see unipose_model/backends/);
             backend_options are passed to it (cache_dir, threads, precision, ...).
@@ -159,7 +163,7 @@ class Predictor:
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, refine: float | str | None = "auto",
-                 batch_size: int = 8, prompt_cache_size: int = 64,
+                 batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
@@ -184,6 +188,12 @@ class Predictor:
         self.model = self.model.to(self.device).eval()
         self.config = getattr(self.model, "config", None)
         self.backend = backend
+        if compile and backend != "pytorch":
+            raise PredictorError(f"compile applies to the pytorch backend; backend {backend} runs its own graph")
+        self._compiled = None
+        if compile:
+            from .compiled import CompiledModel
+            self._compiled = CompiledModel(self.model, "inductor" if compile is True else str(compile))
         if backend != "pytorch":
             from .backends import build_backend
             if self.dtype != torch.float32:
@@ -486,12 +496,15 @@ class Predictor:
         if self.backend != "pytorch":  # exported graphs hold encoder + decoder: one run per group
             return [self._backend(images, masks, prepared.instance_features, g.features)
                     for g in prepared.groups]
+        run = self._compiled or self._plain
         with self._autocast():
             if len(prepared.groups) == 1:
-                return [self.model(images, masks, prepared.instance_features,
-                                   prepared.groups[0].features)]
-            state = self.model.encode(images, masks, prepared.instance_features)
-            return [self.model.decode(state, g.features) for g in prepared.groups]
+                return [run("forward", images, masks, prepared.instance_features, prepared.groups[0].features)]
+            state = run("encode", images, masks, prepared.instance_features)
+            return [run("decode", state, g.features) for g in prepared.groups]
+
+    def _plain(self, entry: str, *args):
+        return (self.model if entry == "forward" else getattr(self.model, entry))(*args)
 
     def _autocast(self):
         if self.dtype == torch.float32:

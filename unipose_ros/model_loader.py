@@ -25,7 +25,8 @@ def load_predictor(p: dict):
                      iou_threshold=p["iou_threshold"], short_side=p["short_side"] if p["short_side"] > 0 else None,
                      max_size="auto" if p["max_size"] < 0 else (p["max_size"] or None),
                      max_instances=p["max_instances"] or None,
-                     refine="auto" if p.get("refine", -1.0) < 0 else (p["refine"] or None))
+                     refine="auto" if p.get("refine", -1.0) < 0 else (p["refine"] or None),
+                     compile=bool(p.get("compile", False)))
 
 
 def runtime_value(predictor, name: str, value):

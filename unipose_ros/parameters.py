@@ -38,6 +38,10 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "(empty: ~/.cache/unipose/engines)."),
     Param("force_rebuild", False, "Rebuild the ONNX graph / TensorRT engine even when the cache "
           "has one for this key."),
+    Param("compile", False, "Run the model through torch.compile (inductor, weights frozen; pytorch "
+          "backend): faster after a one-time compilation per input size and speed profile (minutes "
+          "on a small CPU, at the first frame); falls back to the plain model if compiling fails. "
+          "Measured: docs/BENCHMARKS.md."),
     Param("precision", "float32", "Numeric precision: float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
           choices=("float32", "float16", "bfloat16")),
     # detection
