@@ -72,7 +72,7 @@ def support_prompt(video: str, frame: int, instance: int = 0):
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
              iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate", dtype: str = "float32",
-             refine="auto") -> dict:
+             refine="auto", compile: bool = False) -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -85,7 +85,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     gt.instances = [i for i in gt.instances if i.image_id in wanted]
     by_image = gt.instances_by_image()
     kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
-    predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, refine=refine, **kwargs)
+    predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, refine=refine, compile=compile, **kwargs)
     if speed_profile != "accurate":
         from unipose_model.speed import apply_profile
         apply_profile(predictor, speed_profile, predictor.short_side, predictor.max_size)
@@ -118,6 +118,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "prompt": "text 'fly'" if visual is None else f"1-shot visual prompt ({visual.class_name}, {len(visual.keypoints)} keypoints)",
         "num_frames": len(per_frame), "box_threshold": predictor.box_threshold,
         "input_size": [predictor.short_side, predictor.max_size], "refine": predictor.refine,
+        "dtype": str(predictor.dtype).replace("torch.", ""), "compiled": compile,
         "both_flies_found": both / max(1, len(per_frame)),
         "flies_found": sum(f["found"] for f in per_frame) / max(1, sum(f["flies"] for f in per_frame)),
         "false_positives_per_frame": sum(f["extra"] for f in per_frame) / max(1, len(per_frame)),
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
     p.add_argument("--box-threshold", type=float, default=None, help="default: the checkpoint's (the Predictor's)")
     p.add_argument("--refine", type=float, default=None,
                    help="crop-refinement factor (0: off; default: the checkpoint's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (the first frame compiles)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--json", help="also write the numbers to this file")
     p.add_argument("--support-frame", type=int, default=None,
                    help="1-shot visual prompt: the labelled fly of this frame (a training frame, < 1200) is the "
@@ -156,7 +159,7 @@ def main(argv=None) -> int:
             print("warning: the support frame is a held-out frame", file=sys.stderr)
         visual = support_prompt(args.video, args.support_frame, args.support_instance)
     out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual,
-                   refine="auto" if args.refine is None else args.refine)
+                   refine="auto" if args.refine is None else args.refine, compile=args.compile, dtype=args.dtype)
     if visual is not None:
         out["support"] = {"frame": args.support_frame, "instance": args.support_instance}
     text = json.dumps(out, indent=2)
