@@ -89,3 +89,22 @@ def test_speed_profiles_turn_refinement_off_and_accurate_brings_it_back():
     assert p.refine is None
     apply_profile(p, "accurate", 800, 1333)
     assert p.refine == 3.0
+
+
+def test_only_the_best_scoring_detections_are_refined(monkeypatch):
+    import unipose_model.refine as refine
+
+    seen = []
+
+    def record(box, class_index, candidates, crop):
+        seen.append(box)
+        return None
+
+    monkeypatch.setattr(refine, "best_match", record)
+    monkeypatch.setattr(refine, "MAX_REFINED_PER_IMAGE", 2)
+    image = np.random.default_rng(1).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    p = Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash", box_threshold=0.0,
+                  short_side=128, max_size=160, max_instances=5, refine=2.0)
+    found = p.predict(image, "person")
+    assert len(found) == 5 and seen == [found[0].box, found[1].box]
+    assert found[0].score >= found[1].score >= max(f.score for f in found[2:])

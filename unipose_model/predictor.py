@@ -429,6 +429,7 @@ class Predictor:
 
     def _refine(self, images, results: list[list[Instance]], prepared: PreparedPrompt, color) -> None:
         """Replace each detection's keypoints by those of a zoomed-in second pass (refine.py)."""
+        from . import refine
         from .refine import best_match, crop_around, refined_keypoints
 
         t0 = time.perf_counter()
@@ -438,7 +439,7 @@ class Predictor:
             if not instances:
                 continue
             rgb = as_rgb_array(image, color)
-            for j, inst in enumerate(instances):
+            for j, inst in enumerate(instances[:refine.MAX_REFINED_PER_IMAGE]):  # best score first
                 crop = crop_around(inst.box, self.refine, *rgb.shape[:2])
                 if crop is not None:
                     crops.append(crop.cut(rgb))

@@ -5,7 +5,9 @@ pass on a square crop centred on each detected box (side = ``context`` x the box
 resized to the model's input like any image) sees the object larger and without the rest of the
 scene; the detection keeps its box and score from the first pass and takes the keypoints of the
 crop's detection that overlaps it most. This is the top-down second stage of SLEAP's and
-MMPose's pipelines, done with the same model. It costs one extra forward pass per detection.
+MMPose's pipelines, done with the same model. It costs one extra forward pass per detection (for
+at most MAX_REFINED_PER_IMAGE detections per image, the best-scoring ones; the rest keep their
+first-pass keypoints).
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 
 MIN_MATCH_IOU = 0.3  # the crop's detection must be the same object, not a neighbour
 MAX_CROP_FRACTION = 0.9  # a crop covering more of the image than this (per side) gains little
+MAX_REFINED_PER_IMAGE = 20  # best-scoring detections refined per image: bounds the cost in crowds
 
 
 @dataclass(frozen=True)
