@@ -145,6 +145,10 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"unipose: warning: detections are meaningless: {' and '.join(warnings)} "
               "(for trying the pipeline only)", file=sys.stderr)
 
+    if args.compile:
+        print("unipose: --compile: the first image of each size compiles the model (minutes on a small "
+              "CPU); the rest run faster", file=sys.stderr)
+
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = _ResultWriter(out_dir, prompt, single_video=len(files) == 1 and is_video_path(files[0]),

@@ -164,6 +164,9 @@ class DetectorNode(LifecycleNode):
             self.get_logger().error(f"cannot load the model: {self._load_error}")
             return TransitionCallbackReturn.FAILURE
         self._load_error = ""
+        if params["compile"]:
+            self.get_logger().info("compile: the first frame (and the first after a speed-profile or image-size "
+                                   "change) compiles the model: minutes on a small CPU")
         self._limiter.max_rate = float(params["max_rate"])
         if params["speed_profile"] != "accurate":
             self._apply_speed_profile(self.predictor)
