@@ -21,6 +21,11 @@ from torch import nn
 ENTRY_POINTS = ("forward", "encode", "decode")
 
 
+def call_entry(model: nn.Module, entry: str, *args):
+    """The plain (uncompiled) model's entry point; forward through the module's __call__."""
+    return (model if entry == "forward" else getattr(model, entry))(*args)
+
+
 class CompiledModel:
     """Lazily compiled ``forward`` / ``encode`` / ``decode`` of one model (inference only)."""
 
@@ -42,7 +47,7 @@ class CompiledModel:
                 self.failed = f"{type(exc).__name__}: {first_line}"
                 warnings.warn(f"torch.compile failed ({self.failed}); running the plain model", RuntimeWarning,
                               stacklevel=2)
-        return (self.model if entry == "forward" else getattr(self.model, entry))(*args)
+        return call_entry(self.model, entry, *args)
 
     def _function(self, entry: str):
         if entry not in ENTRY_POINTS:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .compiled import call_entry
 from .postprocess import (DEFAULT_BOX_THRESHOLD, DEFAULT_IOU_THRESHOLD, merge_selections,
                           select_queries, to_pixels)
 from .preprocess import (DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE, ImageError, as_rgb_array, pad_batch,
@@ -422,51 +424,45 @@ class Predictor:
                 prepared = prompt
             else:
                 prepared = self.prepare_prompt(prompt)
-            results = self._predict_batch(images, prepared, color)
+            t0 = time.perf_counter()
+            rgbs = _rgb_arrays(images, color)
+            results = self._predict_rgb(rgbs, prepared, time.perf_counter() - t0)
             if self.refine:
-                self._refine(images, results, prepared, color)
+                self._refine(rgbs, results, prepared)
             return results
 
-    def _refine(self, images, results: list[list[Instance]], prepared: PreparedPrompt, color) -> None:
+    def _refine(self, rgbs: list[np.ndarray], results: list[list[Instance]], prepared: PreparedPrompt) -> None:
         """Replace each detection's keypoints by those of a zoomed-in second pass (refine.py)."""
         from . import refine
-        from .refine import best_match, crop_around, refined_keypoints
 
         t0 = time.perf_counter()
         timing = dict(self.last_timing)
         crops, owners = [], []
-        for i, (image, instances) in enumerate(zip(images, results)):
-            if not instances:
-                continue
-            rgb = as_rgb_array(image, color)
+        for i, (rgb, instances) in enumerate(zip(rgbs, results)):
             for j, inst in enumerate(instances[:refine.MAX_REFINED_PER_IMAGE]):  # best score first
-                crop = crop_around(inst.box, self.refine, *rgb.shape[:2])
+                crop = refine.crop_around(inst.box, self.refine, *rgb.shape[:2])
                 if crop is not None:
                     crops.append(crop.cut(rgb))
                     owners.append((i, j, crop))
         if crops:
-            second = self._predict_batch(crops, prepared, "rgb")
+            second = self._predict_rgb(crops, prepared)
             for (i, j, crop), candidates in zip(owners, second):
                 inst = results[i][j]
-                match = best_match(inst.box, inst.class_index, candidates, crop)
+                match = refine.best_match(inst.box, inst.class_index, candidates, crop)
                 if match is not None:
-                    inst.keypoints = refined_keypoints(inst.keypoints, match, crop)
+                    inst.keypoints = refine.refined_keypoints(inst.keypoints, match, crop)
         timing["refine_s"] = time.perf_counter() - t0
         self.last_timing = timing
 
-    def _predict_batch(self, images, prepared: PreparedPrompt, color) -> list[list[Instance]]:
-        t0 = time.perf_counter()
-        if images is None or isinstance(images, np.ndarray) and images.ndim < 4:
-            raise PredictorError("predict_batch takes a list of images; use predict for one image")
-        images = list(images)
-        if not images:
+    def _predict_rgb(self, rgbs: list[np.ndarray], prepared: PreparedPrompt,
+                     convert_s: float = 0.0) -> list[list[Instance]]:
+        """The model on validated RGB arrays (see _rgb_arrays); convert_s: time already spent
+        converting them, counted in the preprocess timing."""
+        t0 = time.perf_counter() - convert_s
+        if not rgbs:
             return []
         tensors, sizes = [], []
-        for i, image in enumerate(images):
-            try:
-                rgb = as_rgb_array(image, color)
-            except ImageError as e:
-                raise ImageError(f"image {i}: {e}" if len(images) > 1 else str(e)) from None
+        for rgb in rgbs:
             sizes.append(rgb.shape[:2])
             tensors.append(preprocess_image(rgb, short_side=self.short_side, max_size=self.max_size))
         # One forward per distinct input size: no padding, so an image's result does not depend
@@ -478,7 +474,7 @@ class Predictor:
                   for k in range(0, len(same), self.batch_size)]
         t1 = time.perf_counter()
         model_s = 0.0
-        results: list[list[Instance]] = [[] for _ in images]
+        results: list[list[Instance]] = [[] for _ in rgbs]
         for indices in chunks:
             batch, masks = pad_batch([tensors[i] for i in indices])
             t_start = time.perf_counter()
@@ -497,15 +493,12 @@ class Predictor:
         if self.backend != "pytorch":  # exported graphs hold encoder + decoder: one run per group
             return [self._backend(images, masks, prepared.instance_features, g.features)
                     for g in prepared.groups]
-        run = self._compiled or self._plain
+        run = self._compiled or partial(call_entry, self.model)
         with self._autocast():
             if len(prepared.groups) == 1:
                 return [run("forward", images, masks, prepared.instance_features, prepared.groups[0].features)]
             state = run("encode", images, masks, prepared.instance_features)
             return [run("decode", state, g.features) for g in prepared.groups]
-
-    def _plain(self, entry: str, *args):
-        return (self.model if entry == "forward" else getattr(self.model, entry))(*args)
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -567,6 +560,20 @@ def cpu_supports_bf16() -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+
+
+def _rgb_arrays(images, color: str) -> list[np.ndarray]:
+    """Validate a batch of images once, as RGB uint8 arrays; errors name the image's index."""
+    if images is None or isinstance(images, np.ndarray) and images.ndim < 4:
+        raise PredictorError("predict_batch takes a list of images; use predict for one image")
+    images = list(images)
+    rgbs = []
+    for i, image in enumerate(images):
+        try:
+            rgbs.append(as_rgb_array(image, color))
+        except ImageError as e:
+            raise ImageError(f"image {i}: {e}" if len(images) > 1 else str(e)) from None
+    return rgbs
 
 
 def native_bf16(device: torch.device) -> bool:
