@@ -43,6 +43,7 @@ setup(
             "unipose-eval = training.evaluation.cli:main",
             "unipose-train = training.train_cli:main",
             "unipose-mp100 = training.evaluation.mp100:main",
+            "unipose-rank-supports = training.evaluation.support_ranking:main",
             "unipose-detector = unipose_ros.detector_node:main",
             "unipose-image-source = unipose_ros.image_source:main",
             "unipose-bag = unipose_ros.bag:main",

@@ -36,23 +36,6 @@ def frame_range(text: str) -> range:
     return range(*parts)
 
 
-def match_found(dets: list[dict], gts: list, iou_thr: float) -> tuple[int, int]:
-    """(ground-truth flies found, detections matching none) for one frame."""
-    from training.evaluation.oks import box_iou_matrix
-
-    dets = sorted(dets, key=lambda d: -d["score"])
-    iou = box_iou_matrix([d["bbox"] for d in dets], [g.bbox for g in gts], np.zeros(len(gts)))
-    free, found, unmatched = set(range(len(gts))), 0, 0
-    for i in range(len(dets)):
-        best = max(free, key=lambda g: iou[i, g], default=None)
-        if best is not None and iou[i, best] >= iou_thr:
-            free.discard(best)
-            found += 1
-        else:
-            unmatched += 1
-    return found, unmatched
-
-
 def support_prompt(video: str, frame: int, instance: int = 0):
     """A 1-shot visual prompt: one labelled fly of a (training) frame of the clip."""
     import cv2
@@ -77,6 +60,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
 
     from training.dataset import SourceConfig, load_source
     from training.evaluation.report import evaluate_dataset
+    from training.evaluation.support_ranking import found_and_extra
     from unipose_model.predictor import Predictor
 
     gt = load_source(SourceConfig(ann=str(LABELS), images=str(LABELS.parent), name="fly_clip"))
@@ -107,7 +91,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         seconds.append(time.perf_counter() - t0)
         dets = [inst.to_coco(index, category_id=1) for inst in instances]
         results += dets
-        found, extra = match_found(dets, by_image.get(index, []), iou_thr)
+        found, extra = found_and_extra(dets, by_image.get(index, []), iou_thr)
         per_frame.append({"frame": index, "detections": len(dets), "found": found, "extra": extra,
                           "flies": len(by_image.get(index, []))})
     cap.release()
@@ -147,6 +131,9 @@ def main(argv=None) -> int:
                    help="1-shot visual prompt: the labelled fly of this frame (a training frame, < 1200) is the "
                         "support instead of the text prompt")
     p.add_argument("--support-instance", type=int, default=0, help="which fly of --support-frame (default 0)")
+    p.add_argument("--support-image", help="1-shot visual prompt from files instead (e.g. the support that "
+                                           "unipose-rank-supports wrote); needs --support-keypoints")
+    p.add_argument("--support-keypoints", help="keypoints of --support-image (COCO json or 'name: x y' lines)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(1)  # 2 threads lose to 1 on a shared 2-core machine
@@ -158,10 +145,17 @@ def main(argv=None) -> int:
         if args.support_frame >= 1200:
             print("warning: the support frame is a held-out frame", file=sys.stderr)
         visual = support_prompt(args.video, args.support_frame, args.support_instance)
+    elif args.support_image:
+        from unipose_model.visual_prompt import load_visual_prompt
+        if not args.support_keypoints:
+            p.error("--support-image needs --support-keypoints")
+        visual = load_visual_prompt(args.support_image, args.support_keypoints)
     out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual,
                    refine="auto" if args.refine is None else args.refine, compile=args.compile, dtype=args.dtype)
-    if visual is not None:
+    if args.support_frame is not None:
         out["support"] = {"frame": args.support_frame, "instance": args.support_instance}
+    elif visual is not None:
+        out["support"] = {"image": args.support_image, "keypoints": args.support_keypoints}
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

@@ -187,3 +187,25 @@ def test_support_keypoint_files(tmp_path):
         read_support_keypoints(path, image_name="s.png", instance=3)
     with pytest.raises(VisualPromptError, match="does not exist"):
         read_support_keypoints(tmp_path / "missing.json")
+
+
+def test_support_image_may_be_a_video_frame(tmp_path):
+    """'video.mp4#frame=N' as the support image reads that frame (the same pixels as decoding in
+    order), with clear errors past the end and for bad references."""
+    import cv2
+    from unipose_model.media import read_video_frame
+    from unipose_model.model_file import BUNDLED_VIDEO
+    from unipose_model.visual_prompt import VisualPromptError, load_visual_prompt
+
+    cap = cv2.VideoCapture(str(BUNDLED_VIDEO))
+    for _ in range(7):
+        ok, frame = cap.read()
+    cap.release()
+    assert np.array_equal(read_video_frame(BUNDLED_VIDEO, 6), frame)
+    (tmp_path / "s.txt").write_text("head: 300 400\nthorax: 320 420\n")
+    prompt = load_visual_prompt(f"{BUNDLED_VIDEO}#frame=6", tmp_path / "s.txt")
+    assert np.array_equal(prompt.image, frame[:, :, ::-1])
+    with pytest.raises(VisualPromptError, match="cannot read frame 99999"):
+        load_visual_prompt(f"{BUNDLED_VIDEO}#frame=99999", tmp_path / "s.txt")
+    with pytest.raises(VisualPromptError, match="frame number"):
+        load_visual_prompt(f"{BUNDLED_VIDEO}#frame=x", tmp_path / "s.txt")

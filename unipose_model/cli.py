@@ -37,7 +37,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="what to detect, e.g. 'person', 'person, face' or 'cat: left eye, nose' (with "
                         "--support-image: optional, averaged with the visual prompt)")
     p.add_argument("--support-image", default=None,
-                   help="visual prompt: an example image of the object (needs --support-keypoints)")
+                   help="visual prompt: an example image of the object, or a video frame as VIDEO#frame=N "
+                        "(needs --support-keypoints)")
     p.add_argument("--support-keypoints", default=None,
                    help="the example's keypoints: a COCO keypoints json, or a text file with lines "
                         "'name: x y' (pixels of the support image; 'name: -' = not visible)")

@@ -50,6 +50,38 @@ def read_image(path, color: str = "bgr") -> np.ndarray:
     return image[:, :, ::-1].copy() if color == "rgb" else image
 
 
+def split_frame_reference(text) -> tuple[Path, int] | None:
+    """'video.mp4#frame=N' -> (video path, N); None for anything else. The form COCO exports of
+    labelled video frames use (and the fly clip's labels)."""
+    text = str(text)
+    if "#frame=" not in text:
+        return None
+    video, _, index = text.rpartition("#frame=")
+    try:
+        return Path(video), int(index)
+    except ValueError:
+        raise MediaError(f"bad frame reference {text!r}: expected VIDEO#frame=N with N a frame number") from None
+
+
+def read_video_frame(path, index: int, color: str = "bgr") -> np.ndarray:
+    """Frame `index` (0-based) of a video as HxWx3 uint8; a clear error past the last frame."""
+    path = Path(path)
+    _check_file(path)
+    if index < 0:
+        raise MediaError(f"frame numbers start at 0, got {index} for {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise MediaError(f"cannot open video {path} (unsupported codec or corrupt file)")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    if not ok:
+        raise MediaError(f"cannot read frame {index} of {path} (the video has fewer frames, or is corrupt)")
+    return frame[:, :, ::-1].copy() if color == "rgb" else frame
+
+
 def write_image(path, image: np.ndarray) -> Path:
     """Write a BGR image; the format follows the extension (e.g. .png, .jpg)."""
     path = Path(path)

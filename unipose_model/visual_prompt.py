@@ -384,14 +384,24 @@ def _support_from_coco(doc, path, instance: int, image_name: Optional[str]):
 
 def load_visual_prompt(image_path, keypoints_path, *, class_name: Optional[str] = None, instance: int = 0,
                        box: Optional[Sequence[float]] = None) -> VisualPrompt:
-    """A VisualPrompt from a support image file and its keypoints file (see read_support_keypoints)."""
+    """A VisualPrompt from a support image file and its keypoints file (see read_support_keypoints).
+    The image may be a frame of a video, written 'video.mp4#frame=N'."""
     import cv2
     from pathlib import Path
 
-    image = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+    from .media import MediaError, read_video_frame, split_frame_reference
+
+    try:  # a labelled frame of a video: 'clip.mp4#frame=1000'
+        frame_ref = split_frame_reference(image_path)
+        image = None if frame_ref is None else read_video_frame(*frame_ref, color="rgb")
+    except MediaError as e:
+        raise VisualPromptError(f"cannot read the support image: {e}") from None
     if image is None:
-        raise VisualPromptError(f"cannot read the support image {image_path}")
+        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise VisualPromptError(f"cannot read the support image {image_path}")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     kpts, names, skeleton, file_box, file_class = read_support_keypoints(
-        keypoints_path, instance=instance, image_name=Path(image_path).name)
-    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), kpts, class_name or file_class or "object",
+        keypoints_path, instance=instance, image_name=Path(str(image_path)).name)
+    return VisualPrompt(image, kpts, class_name or file_class or "object",
                         names, skeleton, box if box is not None else file_box)
