@@ -29,6 +29,9 @@ import torch
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BUNDLED_CHECKPOINT = DATA_DIR / "fly_demo.pth"   # trained here on the fly clip (docs/MODEL_CARD_fly.md)
 BUNDLED_VIDEO = DATA_DIR / "sample_fly.mp4"       # its data: SLEAP's two-fly clip (BSD, SAMPLE_LICENSE.txt)
+# a 1-shot visual prompt for it: fly 0 of training frame 1000, chosen by unipose-rank-supports
+BUNDLED_SUPPORT_KEYPOINTS = DATA_DIR / "fly_support.json"
+BUNDLED_SUPPORT_IMAGE = f"{BUNDLED_VIDEO}#frame=1000"
 
 
 @dataclass
