@@ -20,6 +20,9 @@ ARGUMENTS = {
     "camera_info": ("", "CameraInfo topic. Empty: camera_info next to the image topic."),
     "compressed": ("false", "Subscribe to IMAGE/compressed (jpeg/png) instead of the raw image."),
     "prompt": ("", "Initial prompt, e.g. 'person' or 'person: nose, left eye'. Empty: params file."),
+    "support_image": ("", "Visual prompt instead of the text prompt: support image or VIDEO#frame=N "
+                          "(with support_keypoints). Empty: params file."),
+    "support_keypoints": ("", "Keypoints of support_image (COCO json or 'name: x y' lines). Empty: params file."),
     "model": ("", "Model configuration (unipose_swint, unipose_tiny, ...). Empty: params file."),
     "checkpoint": ("", "Checkpoint path ('reference' for test weights). Empty: params file."),
     "text_encoder": ("", "auto, clip, hash or a feature file. Empty: params file."),
@@ -31,7 +34,8 @@ ARGUMENTS = {
     "sample_rate": ("10.0", "Frames per second of image_source."),
     "rviz": ("false", "Start rviz2 with config/unipose.rviz (annotated image and markers)."),
 }
-DETECTOR_OVERRIDES = ("prompt", "model", "checkpoint", "text_encoder", "device", "backend")
+DETECTOR_OVERRIDES = ("prompt", "support_image", "support_keypoints", "model", "checkpoint", "text_encoder",
+                      "device", "backend")
 
 
 def _true(text: str) -> bool:

@@ -32,6 +32,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--source", default=str(BUNDLED_VIDEO), help="video, image folder or image (default: the bundled clip)")
     p.add_argument("--checkpoint", default=str(BUNDLED_CHECKPOINT), help="model file (default: the bundled fly model)")
     p.add_argument("--prompt", default="fly", help="prompt (default: fly)")
+    p.add_argument("--visual", action="store_true",
+                   help="prompt with the bundled 1-shot support (a labelled fly of the clip's frame 1000) "
+                        "instead of the text")
+    p.add_argument("--support-image", default="", help="visual prompt: support image or VIDEO#frame=N "
+                                                       "(with --support-keypoints)")
+    p.add_argument("--support-keypoints", default="", help="keypoints of --support-image (COCO json or 'name: x y')")
     p.add_argument("--rate", type=float, default=0.0, help="source frames per second (default: the video's own rate)")
     p.add_argument("--frames", type=int, default=0, help="stop after this many processed frames (0: one pass)")
     p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
@@ -111,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"unipose-demo: {args.checkpoint} names no model configuration; use a checkpoint "
               "written by unipose-train (or run unipose-detector with model:=...)", file=sys.stderr)
         return 2
+    support_image, support_keypoints = args.support_image, args.support_keypoints
+    if args.visual:
+        from unipose_model.model_file import BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS
+        support_image, support_keypoints = BUNDLED_SUPPORT_IMAGE, str(BUNDLED_SUPPORT_KEYPOINTS)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / args.video
@@ -123,12 +133,16 @@ def run(args: argparse.Namespace) -> int:
         detector = DetectorNode(parameter_overrides=[
             Parameter("model", value=info.model_name), Parameter("checkpoint", value=str(args.checkpoint)),
             Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
-            Parameter("prompt", value=args.prompt), Parameter("autostart", value=True)])
+            Parameter("prompt", value=args.prompt), Parameter("autostart", value=True),
+            Parameter("support_image", value=support_image), Parameter("support_keypoints", value=support_keypoints)])
         # box_threshold, short_side and max_size keep their defaults: the model file's values
         nodes.append(detector)
         print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
         if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             print("unipose-demo: the detector could not load the model (see the log above)", file=sys.stderr)
+            return 1
+        if (support_image or support_keypoints) and detector.prompt.text == args.prompt:
+            print("unipose-demo: the visual prompt was refused (see the log above)", file=sys.stderr)
             return 1
         detector.trigger_activate()
 
@@ -185,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
             executor.add_node(node)
         spin = threading.Thread(target=executor.spin, daemon=True)
         spin.start()
-        print(f"[demo] playing {source} at {rate:g} Hz; prompt {args.prompt!r}; one line per processed frame",
+        print(f"[demo] playing {source} at {rate:g} Hz; prompt {detector.prompt.text!r}; one line per processed frame",
               flush=True)
         deadline = time.time() + args.timeout
         with lock:

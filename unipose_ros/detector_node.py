@@ -35,7 +35,8 @@ from visualization_msgs.msg import MarkerArray
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
 from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt, runtime_value,
-                                      resolve_visual_prompt, visual_prompt_from_fields)
+                                      resolve_visual_prompt, visual_prompt_from_fields,
+                                      visual_prompt_from_parameters)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)
 from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
@@ -186,6 +187,11 @@ class DetectorNode(LifecycleNode):
             self._destroy_outputs()
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
+        if params["support_image"] or params["support_keypoints"]:
+            # a support that cannot be used is reported and leaves the text prompt in force
+            self._switch_prompt(lambda: resolve_visual_prompt(self.predictor, visual_prompt_from_parameters(params)),
+                                f"visual prompt {params['support_image'] or params['support_keypoints']!r}",
+                                "the support_image/support_keypoints parameters")
         self._prompt_subs = [
             self.create_subscription(String, "~/prompt", self._on_prompt, 10,
                                      callback_group=self._control_group),

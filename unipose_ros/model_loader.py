@@ -89,6 +89,20 @@ def check_prompt_fields(keypoint_names, keypoints, skeleton, box):
     return names, values, links, box
 
 
+def visual_prompt_from_parameters(params: dict):
+    """The support_image / support_keypoints / support_class parameters as a VisualPrompt, or None
+    when both files are empty; raises VisualPromptError naming what is wrong."""
+    from unipose_model.visual_prompt import VisualPromptError, load_visual_prompt
+
+    image, keypoints = params.get("support_image", ""), params.get("support_keypoints", "")
+    if not image and not keypoints:
+        return None
+    if not image or not keypoints:
+        missing = "support_keypoints" if image else "support_image"
+        raise VisualPromptError(f"a visual prompt needs both support_image and support_keypoints; {missing} is empty")
+    return load_visual_prompt(image, keypoints, class_name=params.get("support_class") or None)
+
+
 def resolve_visual_prompt(predictor, visual, text_prompt: str | None = None) -> ActivePrompt:
     """Encode a visual prompt (optionally with a text prompt); raises with the reason."""
     prepared = predictor.prepare_visual_prompt(visual, text_prompt or None)

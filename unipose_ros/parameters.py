@@ -47,6 +47,13 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     # detection
     Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye' "
           "or the JSON form. Topic ~/prompt changes it at run time.", runtime=True),
+    Param("support_image", "", "Initial visual prompt instead of the text prompt: a support image "
+          "file, or a video frame as VIDEO#frame=N (needs support_keypoints). A support that cannot be "
+          "used is reported on ~/active_prompt and the text prompt stays. Topic ~/visual_prompt and "
+          "service ~/capture_visual_prompt change it at run time."),
+    Param("support_keypoints", "", "Keypoints of support_image: a COCO keypoints json (e.g. from "
+          "unipose-rank-supports) or 'name: x y' lines."),
+    Param("support_class", "", "Class name of the support (empty: the keypoints file's, else 'object')."),
     Param("box_threshold", -1.0, "Minimum detection score. Negative: the threshold the model file "
           "recommends (0.1 when it names none).", runtime=True, range=(-1.0, 1.0)),
     Param("iou_threshold", 0.9, "Non-maximum suppression IoU threshold (1: no suppression).",

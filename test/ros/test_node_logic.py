@@ -222,3 +222,36 @@ def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendati
     assert (explicit.box_threshold, explicit.short_side, explicit.max_size) == (0.0, 256, None)
     assert predictor._compiled is None
     assert load_predictor({**params, "compile": True})._compiled.backend == "inductor"  # compiles at the first frame
+
+
+def test_startup_visual_prompt_from_parameters(ros_context, tmp_path):
+    """support_image/support_keypoints make the bundled 1-shot support the prompt at configure;
+    a support that cannot be used is refused with its reason and the text prompt stays."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS
+    from unipose_model.visual_prompt import VisualPromptError
+    from unipose_ros.detector_node import DetectorNode
+    from unipose_ros.model_loader import visual_prompt_from_parameters
+
+    assert visual_prompt_from_parameters({"support_image": "", "support_keypoints": ""}) is None
+    with pytest.raises(VisualPromptError, match="support_keypoints is empty"):
+        visual_prompt_from_parameters({"support_image": BUNDLED_SUPPORT_IMAGE, "support_keypoints": ""})
+
+    def configured(image, keypoints):
+        node = DetectorNode(parameter_overrides=[
+            Parameter("model", value="unipose_tiny_visual"), Parameter("checkpoint", value=str(BUNDLED_CHECKPOINT)),
+            Parameter("device", value="cpu"), Parameter("prompt", value="fly"),
+            Parameter("support_image", value=image), Parameter("support_keypoints", value=keypoints)])
+        try:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            return node.prompt.text
+        finally:
+            node.trigger_cleanup()
+            node.destroy_node()
+
+    assert configured(BUNDLED_SUPPORT_IMAGE, str(BUNDLED_SUPPORT_KEYPOINTS)) == "<visual prompt: fly, 13 keypoints>"
+    (tmp_path / "bad.txt").write_text("head 1 2\n")
+    assert configured(BUNDLED_SUPPORT_IMAGE, str(tmp_path / "bad.txt")) == "fly"   # refused: no 'name:'
+    assert configured(str(tmp_path / "missing.png"), str(BUNDLED_SUPPORT_KEYPOINTS)) == "fly"
