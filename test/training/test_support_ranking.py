@@ -82,8 +82,9 @@ def test_clear_errors(tmp_path, capsys):
     assert sr.main(["--labels", str(LABELS), "--images", str(LABELS.parent), "--category", "mouse",
                     "--out", str(tmp_path)]) == 1
     assert "classes: fly" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        sr.main(["--labels", str(LABELS), "--support", "x:y", "--out", str(tmp_path)])
+    for bad in (["--support", "x:y"], ["--candidates", "0"]):
+        with pytest.raises(SystemExit):
+            sr.main(["--labels", str(LABELS), "--out", str(tmp_path), *bad])
 
 
 def test_support_written_as_a_picture_for_image_files(tmp_path):

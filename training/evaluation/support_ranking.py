@@ -218,7 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.candidates < 1 or args.eval_images < 1:
+        parser.error("--candidates and --eval-images must be at least 1")
     from ..dataset import SourceConfig, load_source
     from ..unikpt.format import UniKPTError
 
