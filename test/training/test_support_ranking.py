@@ -63,7 +63,7 @@ def test_ranks_real_supports_and_writes_a_usable_support(tmp_path):
     from unipose_model.visual_prompt import load_visual_prompt
     # a labelled video frame: the support names the frame instead of copying it
     assert not (out / "support.png").exists()
-    assert report["support_image"] == f"{LABELS.parent / 'clip.mp4'}#frame=1000"
+    assert report["support_image"] == f"{(LABELS.parent / 'clip.mp4').resolve()}#frame=1000"
     prompt = load_visual_prompt(report["support_image"], out / "support.json")
     truth = next(a for a in scrambled["annotations"] if a["image_id"] == 1000)
     assert np.allclose(prompt.keypoints, np.asarray(truth["keypoints"]).reshape(-1, 3), atol=1e-3)
