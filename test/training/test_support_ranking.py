@@ -82,6 +82,10 @@ def test_clear_errors(tmp_path, capsys):
     assert sr.main(["--labels", str(LABELS), "--images", str(LABELS.parent), "--category", "mouse",
                     "--out", str(tmp_path)]) == 1
     assert "classes: fly" in capsys.readouterr().err
+    assert sr.main(["--labels", str(LABELS), "--images", str(LABELS.parent), "--id-range", "1000", "1010",
+                    "--candidates", "1", "--eval-images", "1", "--checkpoint", "reference", "--model", "unipose_tiny",
+                    "--out", str(tmp_path)]) == 2
+    assert "has no visual prompt encoder" in capsys.readouterr().err
     for bad in (["--support", "x:y"], ["--candidates", "0"]):
         with pytest.raises(SystemExit):
             sr.main(["--labels", str(LABELS), "--out", str(tmp_path), *bad])

@@ -128,29 +128,29 @@ def rank_supports(predictor, gt: UniKPT, candidates: Sequence[Candidate], eval_i
     category_id = candidates[0].annotation.category_id
     frames = {}  # each evaluation image is read once, not once per candidate
     rows = []
-    bar = tqdm(total=len(candidates) * len(eval_images), desc="supports", unit="img", disable=not progress)
-    for cand in candidates:
-        prompt = support_prompt(gt, cand)
-        ids = [i for i in eval_images if i != cand.image_id]
-        sub = _subset(gt, ids, category_id)
-        truth = _annotated(sub, category_id)
-        results, found, extra = [], 0, 0
-        for image_id in ids:
-            if image_id not in frames:
-                frames[image_id] = read_rgb(gt.image_path(images[image_id]))
-            dets = [inst.to_coco(image_id, category_id)
-                    for inst in predictor.predict(frames[image_id], visual_prompt=prompt, color="rgb")]
-            f, e = found_and_extra(dets, truth.get(image_id, []))
-            results += dets
-            found, extra = found + f, extra + e
-            bar.update()
-        score = evaluate_dataset(sub, results, pck_thr=pck_thr, metric="pck")
-        rows.append({"support": cand.label, "image_id": cand.image_id, "instance": cand.instance,
-                     "file_name": images[cand.image_id].file_name, f"PCK@{pck_thr:g}": score[f"PCK@{pck_thr:g}"],
-                     "found": found / max(1, len(sub.instances)), "extra_per_image": extra / max(1, len(ids)),
-                     "images": len(ids)})
-        bar.set_postfix(best=f"{max(r[f'PCK@{pck_thr:g}'] for r in rows):.3f}")
-    bar.close()
+    with tqdm(total=len(candidates) * len(eval_images), desc="supports", unit="img",
+              disable=not progress) as bar:
+        for cand in candidates:
+            prompt = support_prompt(gt, cand)
+            ids = [i for i in eval_images if i != cand.image_id]
+            sub = _subset(gt, ids, category_id)
+            truth = _annotated(sub, category_id)
+            results, found, extra = [], 0, 0
+            for image_id in ids:
+                if image_id not in frames:
+                    frames[image_id] = read_rgb(gt.image_path(images[image_id]))
+                dets = [inst.to_coco(image_id, category_id)
+                        for inst in predictor.predict(frames[image_id], visual_prompt=prompt, color="rgb")]
+                f, e = found_and_extra(dets, truth.get(image_id, []))
+                results += dets
+                found, extra = found + f, extra + e
+                bar.update()
+            score = evaluate_dataset(sub, results, pck_thr=pck_thr, metric="pck")
+            rows.append({"support": cand.label, "image_id": cand.image_id, "instance": cand.instance,
+                         "file_name": images[cand.image_id].file_name, f"PCK@{pck_thr:g}": score[f"PCK@{pck_thr:g}"],
+                         "found": found / max(1, len(sub.instances)), "extra_per_image": extra / max(1, len(ids)),
+                         "images": len(ids)})
+            bar.set_postfix(best=f"{max(r[f'PCK@{pck_thr:g}'] for r in rows):.3f}")
     key = f"PCK@{pck_thr:g}"
     return sorted(rows, key=lambda r: (-r[key], r["extra_per_image"]))
 
@@ -272,7 +272,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     print(f"{len(candidates)} candidate {category.name} supports, each scored on {len(eval_images)} labelled images "
           f"({gt.dataset})")
-    rows = rank_supports(predictor, gt, candidates, eval_images, pck_thr=args.pck_thr)
+    from unipose_model.visual_prompt import VisualPromptError
+    try:
+        rows = rank_supports(predictor, gt, candidates, eval_images, pck_thr=args.pck_thr)
+    except VisualPromptError as e:  # e.g. a model without a visual prompt encoder
+        print(f"\nunipose-rank-supports: {e}", file=sys.stderr)
+        return 2
     key = f"PCK@{args.pck_thr:g}"
     print(f"\n{'support':>14}  {key:>8}  {'found':>6}  {'extra/img':>9}  image")
     for r in rows:
