@@ -38,19 +38,12 @@ def frame_range(text: str) -> range:
 
 def support_prompt(video: str, frame: int, instance: int = 0):
     """A 1-shot visual prompt: one labelled fly of a (training) frame of the clip."""
-    import cv2
-
+    from unipose_model.media import read_video_frame
     from unipose_model.visual_prompt import VisualPrompt, read_support_keypoints
 
     kpts, names, skeleton, box, _ = read_support_keypoints(LABELS, instance=instance,
                                                            image_name=f"clip.mp4#frame={frame}")
-    cap = cv2.VideoCapture(video)
-    cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
-    ok, image = cap.read()
-    cap.release()
-    if not ok:
-        raise SystemExit(f"cannot read frame {frame} of {video}")
-    return VisualPrompt(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), kpts, "fly", names, skeleton, box)
+    return VisualPrompt(read_video_frame(video, frame, color="rgb"), kpts, "fly", names, skeleton, box)
 
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,

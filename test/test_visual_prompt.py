@@ -209,3 +209,25 @@ def test_support_image_may_be_a_video_frame(tmp_path):
         load_visual_prompt(f"{BUNDLED_VIDEO}#frame=99999", tmp_path / "s.txt")
     with pytest.raises(VisualPromptError, match="frame number"):
         load_visual_prompt(f"{BUNDLED_VIDEO}#frame=x", tmp_path / "s.txt")
+
+
+def test_coco_support_file_must_name_the_support_among_several_images(tmp_path):
+    """With several images in the keypoints file, a support image it does not name is an error
+    (taking annotation N of the whole file would be another image's keypoints); a file with one
+    image is used whatever the support is called."""
+    import json
+    from unipose_model.visual_prompt import read_support_keypoints
+
+    cat = {"id": 1, "name": "fly", "keypoints": ["head", "tail"], "skeleton": [[1, 2]]}
+    doc = {"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+           "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "keypoints": [1, 2, 2, 3, 4, 2]},
+                           {"id": 2, "image_id": 2, "category_id": 1, "keypoints": [5, 6, 2, 7, 8, 2]}],
+           "categories": [cat]}
+    (tmp_path / "two.json").write_text(json.dumps(doc))
+    kpts = read_support_keypoints(tmp_path / "two.json", image_name="b.png")[0]
+    assert kpts[0, :2].tolist() == [5, 6]
+    with pytest.raises(VisualPromptError, match="no image named 'c.png' among its 2 images"):
+        read_support_keypoints(tmp_path / "two.json", image_name="c.png", instance=1)
+    doc["images"], doc["annotations"] = doc["images"][1:], doc["annotations"][1:]
+    (tmp_path / "one.json").write_text(json.dumps(doc))
+    assert read_support_keypoints(tmp_path / "one.json", image_name="c.png")[0][0, :2].tolist() == [5, 6]

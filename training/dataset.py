@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from unipose_model.media import split_frame_reference
 from unipose_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 from .augment import Augmenter, infer_flip_pairs, swap_left_right
@@ -216,14 +217,13 @@ _frames = _FrameReader()
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    text = str(path)
-    if "#frame=" in text:
-        video, idx = text.split("#frame=")
-        bgr = _frames.read(video, int(idx))
+    ref = split_frame_reference(path)
+    if ref is not None:
+        bgr = _frames.read(str(ref[0]), ref[1])
     else:
-        bgr = cv2.imread(text, cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise IOError(f"cannot read image {text}")
+            raise IOError(f"cannot read image {path}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -281,10 +281,9 @@ class KeypointDataset(Dataset):
         """Decode each referenced video once, here, before the DataLoader forks its workers."""
         per_video: Dict[str, List[int]] = {}
         for rec in self.records:
-            text = str(rec.path)
-            if "#frame=" in text:
-                video, idx = text.split("#frame=")
-                per_video.setdefault(video, []).append(int(idx))
+            ref = split_frame_reference(rec.path)
+            if ref is not None:
+                per_video.setdefault(str(ref[0]), []).append(ref[1])
         for video, indices in per_video.items():
             _frames.preload(video, indices)
 

@@ -352,8 +352,13 @@ def _support_from_coco(doc, path, instance: int, image_name: Optional[str]):
     images = doc.get("images") or []
     if image_name and images:
         wanted = [im.get("id") for im in images if Path(str(im.get("file_name", ""))).name == Path(image_name).name]
-        if wanted:
-            anns = [a for a in anns if a.get("image_id") in wanted]
+        if not wanted and len(images) > 1:
+            # several images and none is the support: any choice would take another image's keypoints
+            names = ", ".join(str(im.get("file_name")) for im in images[:5]) + (", ..." if len(images) > 5 else "")
+            raise VisualPromptError(f"{path}: no image named {Path(image_name).name!r} among its {len(images)} images "
+                                    f"({names}); give the support image under the name the file uses, or a keypoints "
+                                    "file with that image only")
+        anns = [a for a in anns if a.get("image_id") in (wanted or [images[0].get("id")])]
     elif images:
         anns = [a for a in anns if a.get("image_id") == images[0].get("id")]
     if not anns:

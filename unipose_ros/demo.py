@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:
             print("unipose-demo: the detector could not load the model (see the log above)", file=sys.stderr)
             return 1
-        if (support_image or support_keypoints) and detector.prompt.text == args.prompt:
+        if (support_image or support_keypoints) and not detector.prompt.text.startswith("<visual prompt"):
             print("unipose-demo: the visual prompt was refused (see the log above)", file=sys.stderr)
             return 1
         detector.trigger_activate()

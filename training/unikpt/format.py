@@ -311,10 +311,13 @@ def check_instance(kpts: np.ndarray, bbox: Iterable[float] | None, num_keypoints
 
 def _media_exists(path: Path) -> bool:
     """A file, or a video frame reference 'clip.mp4#frame=N' whose video exists."""
-    text = str(path)
-    if "#frame=" in text:
-        text = text.split("#frame=")[0]
-    return os.path.exists(text)
+    from unipose_model.media import MediaError, split_frame_reference
+
+    try:
+        ref = split_frame_reference(path)
+    except MediaError:  # 'clip.mp4#frame=x': not a frame that can exist
+        return False
+    return os.path.exists(path if ref is None else ref[0])
 
 
 def load(path: str | Path) -> UniKPT:

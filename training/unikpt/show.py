@@ -22,17 +22,13 @@ TILE = 256
 
 def read_frame(path: Path) -> np.ndarray | None:
     """BGR image of a file or of a video frame 'clip.mp4#frame=N'; None if unreadable."""
-    text = str(path)
-    if "#frame=" in text:
-        video, frame = text.split("#frame=")
-        cap = cv2.VideoCapture(video)
-        try:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, int(frame))
-            ok, img = cap.read()
-            return img if ok else None
-        finally:
-            cap.release()
-    return cv2.imread(text, cv2.IMREAD_COLOR)
+    from unipose_model.media import MediaError, read_video_frame, split_frame_reference
+
+    try:
+        ref = split_frame_reference(path)
+        return cv2.imread(str(path), cv2.IMREAD_COLOR) if ref is None else read_video_frame(*ref)
+    except MediaError:
+        return None
 
 
 def draw_keypoints(canvas: np.ndarray, kpts: np.ndarray, skeleton: Sequence[tuple[int, int]], *,
