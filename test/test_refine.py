@@ -108,3 +108,28 @@ def test_only_the_best_scoring_detections_are_refined(monkeypatch):
     found = p.predict(image, "person")
     assert len(found) == 5 and seen == [found[0].box, found[1].box]
     assert found[0].score >= found[1].score >= max(f.score for f in found[2:])
+
+
+def test_crop_pass_runs_at_refine_size(monkeypatch):
+    """refine_size sets the crop pass's input size (square crops: both sides); the first pass
+    keeps the predictor's; the reference file recommends none, so "auto" means short_side."""
+    import unipose_model.predictor as predictor_module
+
+    sizes = []
+    real = predictor_module.preprocess_image
+
+    def spy(rgb, short_side, max_size):
+        sizes.append((rgb.shape[:2], short_side, max_size))
+        return real(rgb, short_side=short_side, max_size=max_size)
+
+    monkeypatch.setattr(predictor_module, "preprocess_image", spy)
+    image = np.random.default_rng(2).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    kwargs = dict(device="cpu", text_encoder="hash", box_threshold=0.0, short_side=128, max_size=160,
+                  max_instances=1, refine=2.0)
+    assert Predictor("unipose_tiny", "reference", **kwargs).refine_size is None
+    p = Predictor("unipose_tiny", "reference", refine_size=96, **kwargs)
+    p.predict(image, "person")
+    assert sizes[0] == ((240, 320), 128, 160) and len(sizes) == 2
+    assert sizes[1][1:] == (96, 96)
+    with pytest.raises(PredictorError, match="refine_size"):
+        Predictor("unipose_tiny", "reference", refine_size=8, **kwargs)

@@ -178,6 +178,25 @@ def _window_start(rng: np.random.Generator, lo: float, hi: float, size: int, lim
     return int(rng.integers(first, last + 1))
 
 
+def object_window(image: np.ndarray, ann: Annotation, rng: np.random.Generator,
+                  context: Sequence[float]) -> Tuple[np.ndarray, Annotation] | None:
+    """A square window around one random object, of side U(context) x its box's longer side,
+    its centre jittered by up to a tenth of the side (a first-pass box is never exactly centred)
+    and shifted inside the image like refine.crop_around; None when the object is degenerate."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in ann["boxes"][int(rng.integers(len(ann["boxes"])))])
+    longer = max(x1 - x0, y1 - y0)
+    if longer < 2:
+        return None
+    side = int(round(min(float(rng.uniform(*context)) * longer, h, w)))
+    cx = (x0 + x1) / 2 + rng.uniform(-0.1, 0.1) * side
+    cy = (y0 + y1) / 2 + rng.uniform(-0.1, 0.1) * side
+    left = int(round(min(max(cx - side / 2, 0.0), w - side)))
+    top = int(round(min(max(cy - side / 2, 0.0), h - side)))
+    window = crop(image, ann, top, left, side, side)
+    return window if len(window[1]["boxes"]) else None
+
+
 @dataclass
 class AugmentConfig:
     scales: List[int] = field(default_factory=lambda: list(range(480, 801, 32)))
@@ -194,6 +213,12 @@ class AugmentConfig:
     # Crop windows placed to contain one randomly chosen object whole (where it fits): small
     # objects in a large frame (lab video) then train at full resolution on small images.
     crop_around_objects: bool = False
+    # Object crops: a square window of `object_crop_context` x one object's longer side around it,
+    # resized to `object_crop_scales`: what a crop-refinement pass (unipose_model/refine.py) sees,
+    # so that pass can zoom in further than the whole-image scales alone would allow.
+    object_crop_prob: float = 0.0
+    object_crop_context: List[float] = field(default_factory=lambda: [2.0, 4.5])
+    object_crop_scales: List[int] = field(default_factory=lambda: [384])
 
 
 class Augmenter:
@@ -212,6 +237,11 @@ class Augmenter:
             image, ann = hflip(image, ann)
         if c.rotate_prob > 0 and rng.random() < c.rotate_prob:
             image, ann = rotate(image, ann, float(rng.uniform(-c.rotate_max, c.rotate_max)))
+        if c.object_crop_prob > 0 and len(ann["boxes"]) and rng.random() < c.object_crop_prob:
+            window = object_window(image, ann, rng, c.object_crop_context)
+            if window is not None:
+                size = int(rng.choice(c.object_crop_scales))
+                return resize(*window, size, size)
         if rng.random() < c.crop_prob:
             image, ann = resize(image, ann, int(rng.choice(c.crop_resize_scales)), None)
             h, w = image.shape[:2]

@@ -73,7 +73,7 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
            box_threshold: Optional[float] = None, refine: Optional[float] = None,
-           info: Optional[Dict[str, Any]] = None) -> Path:
+           refine_size: Optional[int] = None, info: Optional[Dict[str, Any]] = None) -> Path:
     """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
     checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`)."""
     from unipose_model.model_file import save_model_file
@@ -93,7 +93,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
                            features=tf["features"], text_encoder=tf["encoder"],
                            vocabulary=entries["vocabulary"], input_size=entries["input_size"],
                            info={k: v for k, v in meta.items() if v is not None}, half=half,
-                           postprocess={k: v for k, v in (("box_threshold", box_threshold), ("refine", refine))
+                           postprocess={k: v for k, v in (("box_threshold", box_threshold), ("refine", refine),
+                                                                ("refine_size", refine_size))
                                         if v is not None} or None)
 
 
@@ -133,10 +134,12 @@ def main(argv=None) -> int:
     p.add_argument("--refine", type=float, default=None,
                    help="crop-refinement factor to store as the model's default (unipose_model/refine.py; "
                         "choose it on training or validation frames)")
+    p.add_argument("--refine-size", type=int, default=None,
+                   help="input size of the crop pass to store with --refine (default: the first pass's)")
     args = p.parse_args(argv)
     path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
                   box_threshold=args.box_threshold, refine=args.refine,
-                  info=json.loads(args.info) if args.info else None)
+                  refine_size=args.refine_size, info=json.loads(args.info) if args.info else None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

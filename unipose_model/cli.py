@@ -75,6 +75,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", type=float, default=None,
                    help="crop refinement: a second pass on a crop of F x each detection's box for finer "
                         "keypoints (0: off; default: the checkpoint's recommended F, else off)")
+    p.add_argument("--refine-size", type=int, default=None,
+                   help="input size (pixels per side) of the crop-refinement pass (default: the checkpoint's, "
+                        "else the first pass's)")
     p.add_argument("--text-encoder", default="auto",
                    help="auto (default: the prompt features stored in the checkpoint, else clip), clip "
                         "(OpenAI CLIP ViT-B/32), hash (meaningless stand-in, no weights), or a "
@@ -121,7 +124,9 @@ def run_predict(args: argparse.Namespace) -> int:
                           iou_threshold=args.iou_threshold, short_side=args.short_side,
                           max_size="auto" if args.max_size is None else args.max_size,
                           max_instances=args.max_instances,
-                          refine="auto" if args.refine is None else args.refine, compile=args.compile)
+                          refine="auto" if args.refine is None else args.refine,
+                          refine_size="auto" if args.refine_size is None else args.refine_size,
+                          compile=args.compile)
     try:
         if visual is not None:
             prompt = _VisualQuery(visual, args.prompt, predictor.prepare_visual_prompt(visual, args.prompt))

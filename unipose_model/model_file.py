@@ -12,7 +12,8 @@ that key (so any official-format loader still reads it) and adds:
                      model knows: "fly" means *its* 13 keypoints, not the default 32
     "input_size":    {"short_side": S, "max_size": M} the resolution it was trained for
     "postprocess":   {"box_threshold": T} the score threshold chosen for this model (on data
-                     it was not trained on); the Predictor's default when given
+                     it was not trained on); "refine": F, "refine_size": S, its crop-refinement
+                     factor and the crop pass's input size; the Predictor's defaults when given
     "info":          free-form provenance (data, split, command, metrics)
 
 Weights may be stored as float16 (half the file); loading casts them to the model's dtype.

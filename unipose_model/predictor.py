@@ -148,6 +148,8 @@ class Predictor:
         refine: crop refinement (see refine.py): a second pass over a square crop of ``refine``
             x each detection's longer box side, whose keypoints replace the first pass's; None
             or 0: off; "auto": the factor the checkpoint file recommends, if any, else off.
+        refine_size: input size (pixels per side) of the crop pass; None / "auto": the size the
+            checkpoint file recommends for it, if any, else ``short_side``.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
         compile: run the model through ``torch.compile`` (inductor, weights frozen as constants;
             see compiled.py): faster after a one-time compilation per input size (minutes on a
@@ -165,6 +167,7 @@ class Predictor:
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, refine: float | str | None = "auto",
+                 refine_size: int | str | None = "auto",
                  batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
@@ -212,6 +215,10 @@ class Predictor:
         # as built; speed profiles other than "accurate" switch self.refine off and back to it
         self.base_refine = float(refine) if refine else None
         self.refine = self.base_refine
+        refine_size = defaults["refine_size"] if refine_size in (None, "auto") else refine_size
+        if refine_size is not None and not 32 <= int(refine_size) <= 4096:
+            raise PredictorError(f"refine_size must be an input size in [32, 4096] pixels, got {refine_size}")
+        self.refine_size = int(refine_size) if refine_size else None
         # A checkpoint that carries its prompt features also defines what its categories mean.
         self.vocabulary = None
         if self.file_info.vocabulary:
@@ -236,7 +243,8 @@ class Predictor:
         return {"box_threshold": float(self.file_info.postprocess.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
                 "short_side": int(trained.get("short_side", DEFAULT_SHORT_SIDE)),
                 "max_size": trained.get("max_size", DEFAULT_MAX_SIZE),
-                "refine": self.file_info.postprocess.get("refine") or None}
+                "refine": self.file_info.postprocess.get("refine") or None,
+                "refine_size": int(self.file_info.postprocess.get("refine_size", 0)) or None}
 
     # ------------------------------------------------------------------ prompts
     def prepare_prompt(self, prompt) -> PreparedPrompt:
@@ -445,7 +453,8 @@ class Predictor:
                     crops.append(crop.cut(rgb))
                     owners.append((i, j, crop))
         if crops:
-            second = self._predict_rgb(crops, prepared)
+            size = self.refine_size or self.short_side
+            second = self._predict_rgb(crops, prepared, short_side=size, max_size=size)
             for (i, j, crop), candidates in zip(owners, second):
                 inst = results[i][j]
                 match = refine.best_match(inst.box, inst.class_index, candidates, crop)
@@ -454,17 +463,20 @@ class Predictor:
         timing["refine_s"] = time.perf_counter() - t0
         self.last_timing = timing
 
-    def _predict_rgb(self, rgbs: list[np.ndarray], prepared: PreparedPrompt,
-                     convert_s: float = 0.0) -> list[list[Instance]]:
+    def _predict_rgb(self, rgbs: list[np.ndarray], prepared: PreparedPrompt, convert_s: float = 0.0,
+                     short_side: int | None = None, max_size: int | None | str = "auto") -> list[list[Instance]]:
         """The model on validated RGB arrays (see _rgb_arrays); convert_s: time already spent
-        converting them, counted in the preprocess timing."""
+        converting them, counted in the preprocess timing; short_side / max_size: the resize rule
+        when not the predictor's (the crop pass)."""
+        short_side = self.short_side if short_side is None else short_side
+        max_size = self.max_size if max_size == "auto" else max_size
         t0 = time.perf_counter() - convert_s
         if not rgbs:
             return []
         tensors, sizes = [], []
         for rgb in rgbs:
             sizes.append(rgb.shape[:2])
-            tensors.append(preprocess_image(rgb, short_side=self.short_side, max_size=self.max_size))
+            tensors.append(preprocess_image(rgb, short_side=short_side, max_size=max_size))
         # One forward per distinct input size: no padding, so an image's result does not depend
         # on what else is in the batch (Swin sees padded pixels, which would shift the outputs).
         buckets: dict[tuple[int, int], list[int]] = {}

@@ -171,3 +171,29 @@ def test_object_centred_crops_contain_the_object_and_eval_has_its_own_cap():
         assert x1 - x0 == 50 and y1 - y0 == 60                               # whole, not clipped
     wide = np.zeros((500, 2000, 3), np.uint8)
     assert Augmenter(cfg, train=False)(wide, ann, np.random.default_rng(0))[0].shape[:2] == (150, 600)
+
+
+def test_object_crops_are_squares_of_context_times_the_object_resized_to_the_crop_scale():
+    """What a crop-refinement pass sees: a square of 2-3x one object's longer side, containing it
+    whole (jitter <= a tenth of the side), resized to object_crop_scales."""
+    from training.augment import object_window
+
+    img = np.zeros((400, 600, 3), np.uint8)
+    ann = _ann()
+    ann["boxes"] = np.array([[300.0, 200.0, 340.0, 220.0]])          # 40 x 20, well inside
+    ann["keypoints"] = np.array([[[320.0, 210.0, 2], [305.0, 205.0, 2], [335.0, 215.0, 2]]])
+    for seed in range(20):
+        window, out = object_window(img, ann, np.random.default_rng(seed), (2.0, 3.0))
+        side = window.shape[0]
+        assert window.shape[:2] == (side, side) and 80 <= side <= 120
+        x0, y0, x1, y1 = out["boxes"][0]
+        assert (x1 - x0, y1 - y0) == (40.0, 20.0) and x0 >= 0 and x1 <= side   # whole, not clipped
+        assert (out["keypoints"][0, :, 2] == 2).all()
+    cfg = AugmentConfig(object_crop_prob=1.0, object_crop_context=[2.0, 3.0], object_crop_scales=[64],
+                        flip_prob=0.0)
+    a_img, a = Augmenter(cfg)(img, ann, np.random.default_rng(0))
+    assert a_img.shape[:2] == (64, 64)
+    assert 64 / 3 - 1 <= a["boxes"][0, 2] - a["boxes"][0, 0] <= 64 / 2 + 1      # the object at 1/3-1/2 of the crop
+    # a crop larger than the image is cut to the image's shorter side
+    big, _ = object_window(img, ann, np.random.default_rng(0), (20.0, 20.0))
+    assert big.shape[:2] == (400, 400)
