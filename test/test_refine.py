@@ -133,3 +133,44 @@ def test_crop_pass_runs_at_refine_size(monkeypatch):
     assert sizes[1][1:] == (96, 96)
     with pytest.raises(PredictorError, match="refine_size"):
         Predictor("unipose_tiny", "reference", refine_size=8, **kwargs)
+
+
+def test_a_refiner_stored_in_the_model_file_runs_the_crop_pass(tmp_path, monkeypatch):
+    """A model file may carry a second network for the crop pass ("refiner"): the Predictor
+    loads it by default, runs the first pass with the main network and every crop with the
+    refiner; refine_model=None keeps the main network for both."""
+    import torch
+
+    import unipose_model.predictor as predictor_module
+    import unipose_model.refine as refine
+    from unipose_model.model_file import read_model_file_info, save_model_file
+
+    base = Predictor("unipose_tiny", "reference", device="cpu", text_encoder="hash")
+    state = base.model.state_dict()
+    gen = torch.Generator().manual_seed(0)
+    other = {k: v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v
+             for k, v in state.items()}
+    path = save_model_file(tmp_path / "with_refiner.pth", state, model_name="unipose_tiny", refiner=other)
+    assert read_model_file_info(path).refiner_config == {"name": "unipose_tiny", "overrides": {}}
+
+    kwargs = dict(device="cpu", text_encoder="hash", box_threshold=0.0, short_side=128, max_size=160,
+                  max_instances=2, refine=2.0)
+    p = Predictor(checkpoint=path, **kwargs)
+    assert p.refine_model is not None and p.refine_model is not p.model
+    key = next(k for k, v in other.items() if v.is_floating_point())
+    assert torch.equal(p.refine_model.state_dict()[key], other[key])
+    assert Predictor(checkpoint=path, refine_model=None, **kwargs).refine_model is None
+
+    ran = []
+    real = predictor_module.call_entry
+
+    def spy(model, entry, *args):
+        ran.append(model)
+        return real(model, entry, *args)
+
+    monkeypatch.setattr(predictor_module, "call_entry", spy)
+    monkeypatch.setattr(refine, "best_match", lambda box, cls, candidates, crop: candidates[0] if candidates else None)
+    image = np.random.default_rng(3).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    found = p.predict(image, "person")
+    assert len(found) == 2
+    assert ran[0] is p.model and ran[1:] and all(m is p.refine_model for m in ran[1:])

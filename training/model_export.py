@@ -73,9 +73,11 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
            box_threshold: Optional[float] = None, refine: Optional[float] = None,
-           refine_size: Optional[int] = None, info: Optional[Dict[str, Any]] = None) -> Path:
+           refine_size: Optional[int] = None, refiner: Optional[str] = None, info: Optional[Dict[str, Any]] = None) -> Path:
     """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
-    checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`)."""
+    checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`).
+    refiner: a trainer checkpoint of a network for the crop-refinement pass (trained on crops
+    around one object), stored in the same file and used for the crop pass by default."""
     from unipose_model.model_file import save_model_file
 
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
@@ -88,6 +90,12 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
     if ckpt.get("metrics"):
         meta["val_metrics_during_training"] = ckpt["metrics"]
     meta.update(info or {})
+    refiner_state, refiner_config = None, None
+    if refiner:
+        other = torch.load(refiner, map_location="cpu", weights_only=True)
+        refiner_state = other["model"]
+        refiner_config = other.get("model_config") or entries["model_config"]
+        meta["refiner_checkpoint"] = f"{Path(refiner).parent.name}/{Path(refiner).name} (step {other.get('step')})"
     return save_model_file(dst, ckpt["model"], model_name=entries["model_config"]["name"],
                            overrides=entries["model_config"].get("overrides"), texts=tf["texts"],
                            features=tf["features"], text_encoder=tf["encoder"],
@@ -95,7 +103,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
                            info={k: v for k, v in meta.items() if v is not None}, half=half,
                            postprocess={k: v for k, v in (("box_threshold", box_threshold), ("refine", refine),
                                                                 ("refine_size", refine_size))
-                                        if v is not None} or None)
+                                        if v is not None} or None,
+                           refiner=refiner_state, refiner_config=refiner_config)
 
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
@@ -136,10 +145,12 @@ def main(argv=None) -> int:
                         "choose it on training or validation frames)")
     p.add_argument("--refine-size", type=int, default=None,
                    help="input size of the crop pass to store with --refine (default: the first pass's)")
+    p.add_argument("--refiner", help="trainer checkpoint of a network trained on crops around one object, "
+                                      "stored in the file for the crop-refinement pass (see --refine)")
     args = p.parse_args(argv)
     path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
                   box_threshold=args.box_threshold, refine=args.refine,
-                  refine_size=args.refine_size, info=json.loads(args.info) if args.info else None)
+                  refine_size=args.refine_size, refiner=args.refiner, info=json.loads(args.info) if args.info else None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

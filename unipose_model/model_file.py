@@ -14,6 +14,9 @@ that key (so any official-format loader still reads it) and adds:
     "postprocess":   {"box_threshold": T} the score threshold chosen for this model (on data
                      it was not trained on); "refine": F, "refine_size": S, its crop-refinement
                      factor and the crop pass's input size; the Predictor's defaults when given
+    "refiner":       {"model": state dict, "model_config": {...}} an optional second network for
+                     the crop-refinement pass (refine.py), trained on crops around one object:
+                     the top-down second stage of SLEAP-style pipelines, in the same file
     "info":          free-form provenance (data, split, command, metrics)
 
 Weights may be stored as float16 (half the file); loading casts them to the model's dtype.
@@ -47,6 +50,7 @@ class ModelFileInfo:
     input_size: Optional[Dict[str, int]] = None
     postprocess: Dict[str, float] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
+    refiner_config: Optional[Dict[str, Any]] = None           # {"name", "overrides"} when the file has one
 
     def known_prompts(self) -> str:
         """'fly (head, thorax, ...)' for each category of the vocabulary: for error messages."""
@@ -82,7 +86,27 @@ def read_model_file_info(path: str | os.PathLike) -> ModelFileInfo:
         out.input_size = {k: int(v) for k, v in obj["input_size"].items()}
     if isinstance(obj.get("postprocess"), Mapping):
         out.postprocess = {k: float(v) for k, v in obj["postprocess"].items()}
+    refiner = obj.get("refiner")
+    if isinstance(refiner, Mapping) and isinstance(refiner.get("model_config"), Mapping):
+        cfg = refiner["model_config"]
+        out.refiner_config = {"name": cfg.get("name"), "overrides": dict(cfg.get("overrides") or {})}
     return out
+
+
+def load_refiner(path: str | os.PathLike):
+    """The crop-pass network stored in a model file ("refiner"), built and loaded (float32)."""
+    from . import build_model
+    from .checkpoint import CheckpointError, load_state_dict_checked
+
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    entry = obj.get("refiner") if isinstance(obj, Mapping) else None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), Mapping):
+        raise CheckpointError(f"{path} holds no crop-refinement network ('refiner' entry)")
+    cfg = entry.get("model_config") or {}
+    model = build_model(cfg.get("name"), **dict(cfg.get("overrides") or {}))
+    load_state_dict_checked(model, {k: v.float() if v.is_floating_point() else v for k, v in entry["model"].items()},
+                            f"{path} (refiner)")
+    return model
 
 
 def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
@@ -90,7 +114,9 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
                     texts: Sequence[str] = (), features: Optional[torch.Tensor] = None,
                     text_encoder: str = "", vocabulary: Optional[Sequence[Mapping]] = None,
                     input_size: Optional[Mapping[str, int]] = None, info: Optional[Mapping] = None,
-                    half: bool = False, postprocess: Optional[Mapping[str, float]] = None) -> Path:
+                    half: bool = False, postprocess: Optional[Mapping[str, float]] = None,
+                    refiner: Optional[Mapping[str, torch.Tensor]] = None,
+                    refiner_config: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a self-describing checkpoint (official layout plus the entries above)."""
     def small(t: torch.Tensor) -> torch.Tensor:
         return t.detach().cpu().half() if half and t.is_floating_point() else t.detach().cpu()
@@ -111,6 +137,10 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
         obj["postprocess"] = {k: float(v) for k, v in postprocess.items()}
     if info:
         obj["info"] = dict(info)
+    if refiner is not None:
+        cfg = dict(refiner_config or {"name": model_name, "overrides": dict(overrides or {})})
+        obj["refiner"] = {"model": {k: small(v) for k, v in refiner.items()},
+                          "model_config": {"name": cfg["name"], "overrides": dict(cfg.get("overrides") or {})}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

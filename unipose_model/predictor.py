@@ -120,6 +120,8 @@ class PreparedPrompt:
     classes: tuple[str, ...]
     instance_features: torch.Tensor  # (N, 512) on the model's device
     groups: list[_Group] = field(default_factory=list)
+    # a visual prompt encoded by the crop-refinement network too (its own support encoder)
+    for_refiner: "PreparedPrompt | None" = None
 
 
 class Predictor:
@@ -150,6 +152,9 @@ class Predictor:
             or 0: off; "auto": the factor the checkpoint file recommends, if any, else off.
         refine_size: input size (pixels per side) of the crop pass; None / "auto": the size the
             checkpoint file recommends for it, if any, else ``short_side``.
+        refine_model: the network of the crop pass: "auto" (the checkpoint file's "refiner", a
+            network trained on crops around one object, if it has one; else this model), None
+            (this model) or a built module. It always runs in PyTorch.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
         compile: run the model through ``torch.compile`` (inductor, weights frozen as constants;
             see compiled.py): faster after a one-time compilation per input size (minutes on a
@@ -167,7 +172,7 @@ class Predictor:
                  iou_threshold: float = DEFAULT_IOU_THRESHOLD,
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, refine: float | str | None = "auto",
-                 refine_size: int | str | None = "auto",
+                 refine_size: int | str | None = "auto", refine_model: str | nn.Module | None = "auto",
                  batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
@@ -219,6 +224,14 @@ class Predictor:
         if refine_size is not None and not 32 <= int(refine_size) <= 4096:
             raise PredictorError(f"refine_size must be an input size in [32, 4096] pixels, got {refine_size}")
         self.refine_size = int(refine_size) if refine_size else None
+        if refine_model == "auto":
+            refine_model = None
+            if self.file_info.refiner_config and isinstance(self.checkpoint, (str, Path)):
+                from .model_file import load_refiner
+                refine_model = load_refiner(self.checkpoint)
+        elif refine_model is not None and not isinstance(refine_model, nn.Module):
+            raise PredictorError(f"refine_model must be 'auto', None or an nn.Module, got {refine_model!r}")
+        self.refine_model = None if refine_model is None else refine_model.to(self.device).eval()
         # A checkpoint that carries its prompt features also defines what its categories mean.
         self.vocabulary = None
         if self.file_info.vocabulary:
@@ -358,7 +371,7 @@ class Predictor:
         together, as the model was trained). Without keypoint names in it, the visual prompt's
         keypoint names are used.
         """
-        from .visual_prompt import VisualPrompt, VisualPromptError, prepare_support
+        from .visual_prompt import VisualPrompt, VisualPromptError
 
         if not isinstance(visual_prompt, VisualPrompt):
             raise VisualPromptError(f"visual_prompt must be a unipose_model.visual_prompt.VisualPrompt, "
@@ -375,25 +388,34 @@ class Predictor:
             if key in self._prompts:
                 self._prompts.move_to_end(key)
                 return self._prompts[key]
-            image, xy, visible = prepare_support(visual_prompt, int(encoder.image_size))
-            param = next(self.model.parameters())
-            with torch.inference_mode():
-                inst, kpts = self.model.encode_visual_prompt(image[None].to(param), xy[None].to(param),
-                                                             visible[None].to(self.device))
-            inst, kpts = inst.float(), kpts[0].float()
             names = tuple(visual_prompt.keypoint_names)
-            cls = visual_prompt.class_name
-            if text_prompt is not None:
-                text = self._text_for_visual(text_prompt, names)
-                cls = text.classes[0]
-                inst = (inst + text.instance_features[:1].to(inst)) / 2
-                kpts = (kpts + text.groups[0].features.to(kpts)) / 2
-            group = _Group((0,), names, tuple(visual_prompt.skeleton), kpts)
-            prepared = PreparedPrompt(f"<visual prompt: {cls}, {len(names)} keypoints>", (cls,), inst, [group])
+            text = None if text_prompt is None else self._text_for_visual(text_prompt, names)
+            prepared = self._encode_visual(self.model, visual_prompt, text)
+            if self.refine_model is not None and hasattr(self.refine_model, "visual_prompt_encoder"):
+                prepared.for_refiner = self._encode_visual(self.refine_model, visual_prompt, text)
             self._prompts[key] = prepared
             while len(self._prompts) > self._prompt_cache_size:
                 self._prompts.popitem(last=False)
             return prepared
+
+    def _encode_visual(self, model: nn.Module, visual_prompt, text: PreparedPrompt | None) -> PreparedPrompt:
+        """One model's support-encoder features of a visual prompt (averaged with ``text``'s)."""
+        from .visual_prompt import prepare_support
+
+        image, xy, visible = prepare_support(visual_prompt, int(model.visual_prompt_encoder.image_size))
+        param = next(model.parameters())
+        with torch.inference_mode():
+            inst, kpts = model.encode_visual_prompt(image[None].to(param), xy[None].to(param),
+                                                    visible[None].to(self.device))
+        inst, kpts = inst.float(), kpts[0].float()
+        names = tuple(visual_prompt.keypoint_names)
+        cls = visual_prompt.class_name
+        if text is not None:
+            cls = text.classes[0]
+            inst = (inst + text.instance_features[:1].to(inst)) / 2
+            kpts = (kpts + text.groups[0].features.to(kpts)) / 2
+        group = _Group((0,), names, tuple(visual_prompt.skeleton), kpts)
+        return PreparedPrompt(f"<visual prompt: {cls}, {len(names)} keypoints>", (cls,), inst, [group])
 
     def _text_for_visual(self, text_prompt, names) -> PreparedPrompt:
         text = text_prompt if isinstance(text_prompt, str) else str(getattr(text_prompt, "text", text_prompt))
@@ -454,7 +476,11 @@ class Predictor:
                     owners.append((i, j, crop))
         if crops:
             size = self.refine_size or self.short_side
-            second = self._predict_rgb(crops, prepared, short_side=size, max_size=size)
+            if self.refine_model is not None:  # text features are the file's own: shared by both networks
+                second = self._predict_rgb(crops, prepared.for_refiner or prepared, short_side=size,
+                                           max_size=size, model=self.refine_model)
+            else:
+                second = self._predict_rgb(crops, prepared, short_side=size, max_size=size)
             for (i, j, crop), candidates in zip(owners, second):
                 inst = results[i][j]
                 match = refine.best_match(inst.box, inst.class_index, candidates, crop)
@@ -464,10 +490,11 @@ class Predictor:
         self.last_timing = timing
 
     def _predict_rgb(self, rgbs: list[np.ndarray], prepared: PreparedPrompt, convert_s: float = 0.0,
-                     short_side: int | None = None, max_size: int | None | str = "auto") -> list[list[Instance]]:
+                     short_side: int | None = None, max_size: int | None | str = "auto",
+                     model: nn.Module | None = None) -> list[list[Instance]]:
         """The model on validated RGB arrays (see _rgb_arrays); convert_s: time already spent
         converting them, counted in the preprocess timing; short_side / max_size: the resize rule
-        when not the predictor's (the crop pass)."""
+        when not the predictor's, model: another network than the predictor's (the crop pass)."""
         short_side = self.short_side if short_side is None else short_side
         max_size = self.max_size if max_size == "auto" else max_size
         t0 = time.perf_counter() - convert_s
@@ -490,7 +517,7 @@ class Predictor:
         for indices in chunks:
             batch, masks = pad_batch([tensors[i] for i in indices])
             t_start = time.perf_counter()
-            outputs = self._forward(batch.to(self.device), masks.to(self.device), prepared)
+            outputs = self._forward(batch.to(self.device), masks.to(self.device), prepared, model)
             _sync(self.device)
             model_s += time.perf_counter() - t_start
             for b, i in enumerate(indices):
@@ -501,11 +528,14 @@ class Predictor:
         return results
 
     @torch.inference_mode()
-    def _forward(self, images, masks, prepared: PreparedPrompt) -> list[dict]:
-        if self.backend != "pytorch":  # exported graphs hold encoder + decoder: one run per group
+    def _forward(self, images, masks, prepared: PreparedPrompt, model: nn.Module | None = None) -> list[dict]:
+        if model is not None:
+            run = partial(call_entry, model)
+        elif self.backend != "pytorch":  # exported graphs hold encoder + decoder: one run per group
             return [self._backend(images, masks, prepared.instance_features, g.features)
                     for g in prepared.groups]
-        run = self._compiled or partial(call_entry, self.model)
+        else:
+            run = self._compiled or partial(call_entry, self.model)
         with self._autocast():
             if len(prepared.groups) == 1:
                 return [run("forward", images, masks, prepared.instance_features, prepared.groups[0].features)]
