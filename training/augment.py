@@ -126,17 +126,29 @@ def crop(image: np.ndarray, ann: Annotation, top: int, left: int, height: int, w
     return image[top:top + height, left:left + width], out
 
 
-def rotate(image: np.ndarray, ann: Annotation, degrees: float) -> Tuple[np.ndarray, Annotation]:
-    """Rotate about the image centre (counter-clockwise for positive `degrees`), same canvas size.
+def rotate(image: np.ndarray, ann: Annotation, degrees: float, stretch: float = 1.0,
+           stretch_axis: float = 0.0) -> Tuple[np.ndarray, Annotation]:
+    """Rotate about the image centre (counter-clockwise for positive `degrees`), same canvas size,
+    after stretching by `stretch` along the direction `stretch_axis` (degrees) and by 1/stretch
+    across it (area kept).
 
+    The stretch changes the angles between an object's parts (a wing 30 degrees off the body axis
+    comes out at 20-45 degrees), which gives a small labelled set poses it does not contain.
     Boxes that hug their keypoints (the keypoints span >= 90 % of the box on both axes, as in
-    boxes made from keypoints) become the box of the rotated keypoints; other boxes become the
-    box of their rotated corners, clipped to the image. Rotation keeps an object's handedness,
-    so left/right names stay. Keypoints rotated out of the canvas become unlabelled.
+    boxes made from keypoints) become the box of the moved keypoints; other boxes become the
+    box of their moved corners, clipped to the image. Neither step changes an object's
+    handedness, so left/right names stay. Keypoints moved out of the canvas become unlabelled.
     """
     out = _copy(ann)
     h, w = image.shape[:2]
     M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
+    if stretch != 1.0:
+        a = np.deg2rad(stretch_axis)
+        axis = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        S = axis @ np.diag([stretch, 1.0 / stretch]) @ axis.T
+        centre = np.array([w / 2.0, h / 2.0])
+        linear = M[:, :2] @ S
+        M = np.concatenate([linear, (centre - linear @ centre)[:, None]], axis=1)
     rotated = cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
 
     def apply(points: np.ndarray) -> np.ndarray:
@@ -210,6 +222,10 @@ class AugmentConfig:
     eval_max_size: Optional[int] = None  # evaluation long-side cap; None: max_size
     rotate_prob: float = 0.0  # the paper does not rotate; top-down lab video (any heading) wants it
     rotate_max: float = 180.0  # degrees, uniform in [-rotate_max, rotate_max]
+    # With a rotation: stretch by a factor log-uniform in [1/stretch_max, stretch_max] along a
+    # random direction (and shrink across it), so limbs take angles the labels never show.
+    stretch_prob: float = 0.0
+    stretch_max: float = 1.3
     # Crop windows placed to contain one randomly chosen object whole (where it fits): small
     # objects in a large frame (lab video) then train at full resolution on small images.
     crop_around_objects: bool = False
@@ -236,7 +252,12 @@ class Augmenter:
         if rng.random() < c.flip_prob:
             image, ann = hflip(image, ann)
         if c.rotate_prob > 0 and rng.random() < c.rotate_prob:
-            image, ann = rotate(image, ann, float(rng.uniform(-c.rotate_max, c.rotate_max)))
+            degrees = float(rng.uniform(-c.rotate_max, c.rotate_max))
+            stretch, axis = 1.0, 0.0
+            if c.stretch_prob > 0 and rng.random() < c.stretch_prob:
+                stretch = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(c.stretch_max)))
+                axis = float(rng.uniform(0.0, 180.0))
+            image, ann = rotate(image, ann, degrees, stretch, axis)
         if c.object_crop_prob > 0 and len(ann["boxes"]) and rng.random() < c.object_crop_prob:
             window = object_window(image, ann, rng, c.object_crop_context)
             if window is not None:

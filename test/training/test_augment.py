@@ -1,3 +1,4 @@
+import pytest
 """Augmentation: flip with left/right swapping, resize rule, crop; prompts; sampler determinism."""
 import numpy as np
 
@@ -155,6 +156,49 @@ def test_rotate_moves_pixels_keypoints_and_boxes_together():
     assert ann["keypoints"][0, 0, 0] == 10                                  # input untouched
     _, out = rotate(img, ann, 45)
     assert (out["keypoints"][1, 2] == 0).all()                              # unlabelled stays so
+
+
+def test_stretch_moves_pixels_and_keypoints_by_one_matrix_and_changes_limb_angles():
+    """Stretch 1.5 along x (no rotation): x distances from the centre grow 1.5x, y ones shrink
+    to 1/1.5 (area kept); a bright dot and its keypoint stay together; a 'wing' at 45 degrees
+    off a horizontal 'body' comes out at atan(1/1.5^2) = 24 degrees; with a 90-degree axis the
+    roles swap."""
+    from training.augment import rotate
+    img = np.zeros((201, 201, 3), np.uint8)
+    img[139:142, 159:162] = 255                                    # dot at (160, 140)
+    kp = np.array([[[100, 100, 2], [160, 100, 2], [140, 60, 2], [160, 140, 2]]], float)
+    ann = {"boxes": np.array([[100, 60, 160, 140.]]), "keypoints": kp, "class_names": ["fly"],
+           "keypoint_names": ["thorax", "abdomen", "wing", "dot"], "flip_pairs": []}
+    out_img, out = rotate(img, ann, 0.0, stretch=1.5, stretch_axis=0.0)
+    c = 100.5                                                     # the canvas centre
+    expect = [[c + (x - c) * 1.5, c + (y - c) / 1.5] for x, y in kp[0, :, :2]]
+    assert np.allclose(out["keypoints"][0, :, :2], expect)
+    ys, xs = np.nonzero(out_img[..., 0] > 100)
+    assert abs(xs.mean() - expect[3][0]) < 1.0 and abs(ys.mean() - expect[3][1]) < 1.0
+    thorax, abdomen, wing = out["keypoints"][0, :3, :2]
+    body, limb = thorax - abdomen, wing - thorax
+    angle = np.degrees(np.arccos(body @ limb / np.linalg.norm(body) / np.linalg.norm(limb)))
+    assert angle == pytest.approx(180 - np.degrees(np.arctan2(40 / 1.5, 40 * 1.5)), abs=0.01)
+    assert np.allclose(out["boxes"][0], [out["keypoints"][0, :, 0].min(), out["keypoints"][0, :, 1].min(),
+                                         out["keypoints"][0, :, 0].max(), out["keypoints"][0, :, 1].max()])
+    _, swapped = rotate(img, ann, 0.0, stretch=1.5, stretch_axis=90.0)
+    assert np.allclose(swapped["keypoints"][0, :, :2], [[c + (x - c) / 1.5, c + (y - c) * 1.5] for x, y in kp[0, :, :2]])
+
+
+def test_augmenter_stretches_only_when_asked():
+    img = np.random.default_rng(0).integers(0, 255, (120, 120, 3), np.uint8)
+    ann = {"boxes": np.array([[40, 40, 80, 70.]]), "keypoints": np.array([[[40, 40, 2], [80, 70, 2]]], float),
+           "class_names": ["fly"], "keypoint_names": ["head", "tail"], "flip_pairs": []}
+    base = dict(scales=[120], max_size=120, flip_prob=0.0, crop_prob=0.0, rotate_prob=1.0, rotate_max=0.0)
+    lengths = []
+    for stretch_prob in (0.0, 1.0):
+        aug = Augmenter(AugmentConfig(**base, stretch_prob=stretch_prob, stretch_max=1.4), train=True)
+        for seed in range(10):
+            _, out = aug(img, ann, np.random.default_rng(seed))
+            lengths.append(np.linalg.norm(out["keypoints"][0, 1, :2] - out["keypoints"][0, 0, :2]))
+    plain, stretched = np.array(lengths[:10]), np.array(lengths[10:])
+    assert np.allclose(plain, 50.0)
+    assert np.ptp(stretched) > 5.0 and stretched.max() <= 50.0 * 1.4 + 1e-6 and stretched.min() >= 50.0 / 1.4 - 1e-6
 
 
 def test_object_centred_crops_contain_the_object_and_eval_has_its_own_cap():
