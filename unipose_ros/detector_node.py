@@ -22,7 +22,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -481,7 +481,11 @@ class DetectorNode(LifecycleNode):
 def main(argv=None) -> int:
     rclpy.init(args=argv)
     node = DetectorNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    # One executor thread: the callbacks are short (the model runs in the worker thread). rclpy's
+    # MultiThreadedExecutor busy-waits while a callback of a mutually exclusive group runs and
+    # holds the GIL meanwhile, which slowed inference 1.5-6x with a 25 Hz 1024x1024 camera
+    # (0.5-2.9 s per frame instead of 0.4-0.7 s; docs/BENCHMARKS.md).
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:
