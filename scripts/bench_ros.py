@@ -8,6 +8,10 @@
    for 640x480 and 1280x720 input; the annotated overlay (drawn only while subscribed) apart.
 2. End to end with the test model (unipose_tiny, reference weights) in a detector process: a camera
    publishing at 30 Hz, the stamp -> keypoints latency and the achieved processing rate.
+3. The demo's pipeline as separate processes: the image source playing the bundled clip (1024x1024,
+   25 Hz) and the detector with the bundled fly model, spun once by rclpy's SingleThreadedExecutor
+   (what unipose-detector uses) and once by its MultiThreadedExecutor, for comparison: the model's
+   time per processed frame (inference_time of /unipose/keypoints) and the processing rate.
 Results go to stdout and to the "ROS node" section of docs/BENCHMARKS.md (replaced on re-run;
 other sections are kept).
 """
@@ -176,6 +180,78 @@ def bench_end_to_end(node, seconds: float, rate: float = 30.0) -> list[dict]:
     return rows
 
 
+# The detector node spun by a chosen rclpy executor (unipose-detector itself always uses the
+# single-threaded one); argv[1] names the executor class, the rest are ROS arguments.
+DETECTOR_WITH_EXECUTOR = """
+import sys, rclpy, rclpy.executors as ex
+from rclpy.lifecycle import TransitionCallbackReturn
+from unipose_ros.detector_node import DetectorNode
+rclpy.init(args=sys.argv[1:])
+node = DetectorNode()
+executor = ex.MultiThreadedExecutor(num_threads=3) if sys.argv[1] == 'multi' else ex.SingleThreadedExecutor()
+executor.add_node(node)
+if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+    node.trigger_activate()
+try:
+    executor.spin()
+except (KeyboardInterrupt, ex.ExternalShutdownException):
+    pass
+finally:
+    node._stop_processing()
+    executor.shutdown(timeout_sec=1.0)
+    node.destroy_node()
+    rclpy.try_shutdown()
+"""
+
+
+def bench_bundled_pipeline(node, seconds: float) -> list[dict]:
+    from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO, read_model_file_info
+
+    rows = []
+    for executor in ("single", "multi"):
+        detector = [sys.executable, "-c", DETECTOR_WITH_EXECUTOR, executor, "--ros-args"]
+        for k, v in {"model": read_model_file_info(BUNDLED_CHECKPOINT).model_name,
+                     "checkpoint": str(BUNDLED_CHECKPOINT), "text_encoder": "auto", "device": "cpu",
+                     "prompt": "fly", "autostart": "false"}.items():
+            detector += ["-p", f"{k}:={v}"]
+        source = [sys.executable, "-m", "unipose_ros.image_source", "--ros-args", "-p", f"source:={BUNDLED_VIDEO}",
+                  "-p", "rate:=25.0", "-p", "loop:=true"]
+        times: list[float] = []
+        lock = threading.Lock()
+
+        def on_keypoints(msg):
+            with lock:
+                times.append(msg.inference_time)
+
+        sub = node.create_subscription(KeypointInstanceArray, "/unipose/keypoints", on_keypoints, 10)
+        procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for cmd in (detector, source)]
+        try:
+            deadline = time.monotonic() + 180
+            while True:  # warm-up: model loaded, discovery done, two frames through
+                time.sleep(0.2)
+                with lock:
+                    if len(times) >= 2:
+                        times.clear()
+                        break
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise RuntimeError("the bundled pipeline did not answer")
+            time.sleep(seconds)
+            with lock:
+                got = list(times)
+        finally:
+            for proc in procs:
+                proc.send_signal(2)
+            for proc in procs:
+                proc.wait(20)
+            node.destroy_subscription(sub)
+        rows.append({"executor": executor, "processed_hz": len(got) / seconds, "frames": len(got),
+                     "model_median_ms": statistics.median(got) * 1e3 if got else float("nan"),
+                     "model_p95_ms": float(np.percentile(got, 95)) * 1e3 if got else float("nan"),
+                     "model_max_ms": max(got) * 1e3 if got else float("nan")})
+    return rows
+
+
 def machine() -> str:
     cpu = platform.processor() or "unknown CPU"
     try:
@@ -191,7 +267,7 @@ def machine() -> str:
             f"(CPU), ROS 2 Jazzy wheels (rclpy, Fast DDS defaults), {time.strftime('%Y-%m-%d')}")
 
 
-def markdown(overhead: list[dict], e2e: list[dict], where: str) -> str:
+def markdown(overhead: list[dict], e2e: list[dict], bundled: list[dict], where: str) -> str:
     lines = [BEGIN, "## ROS node", "", f"Measured with `scripts/bench_ros.py` on {where}.", "",
              "Per-frame overhead of the node outside the model and the transport (median; bgr8 input, "
              "5 instances x 17 keypoints): Image to numpy, building the keypoint array and the markers, "
@@ -213,6 +289,19 @@ def markdown(overhead: list[dict], e2e: list[dict], where: str) -> str:
     for r in e2e:
         lines.append(f"| {r['size']} | {r['sent_hz']:.0f} Hz | {r['processed_hz']:.1f} Hz | "
                      f"{r['latency_median_ms']:.0f} ms | {r['latency_p95_ms']:.0f} ms | {r['model_ms']:.0f} ms |")
+    if bundled:
+        lines += ["", "The demo's pipeline as separate processes (as `detect.launch.py` runs it): the image "
+                  "source playing the bundled clip (1024x1024) at 25 Hz, the detector with the bundled fly "
+                  "model (crop refinement on), prompt `fly`. Model time per processed frame "
+                  "(`inference_time`), with the executor `unipose-detector` uses and, for comparison, "
+                  "rclpy's multi-threaded one (its spin thread busy-waits holding the GIL while a callback "
+                  "of a mutually exclusive group runs, and the model's thread waits for the GIL).", "",
+                  "| executor | processed | frames | model time median | p95 | max |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        names = {"single": "SingleThreadedExecutor (unipose-detector)", "multi": "MultiThreadedExecutor(3)"}
+        for r in bundled:
+            lines.append(f"| {names[r['executor']]} | {r['processed_hz']:.2f} Hz | {r['frames']} | "
+                         f"{r['model_median_ms']:.0f} ms | {r['model_p95_ms']:.0f} ms | {r['model_max_ms']:.0f} ms |")
     lines += [END]
     return "\n".join(lines)
 
@@ -234,6 +323,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="end-to-end run per size")
     parser.add_argument("--repeat", type=int, default=200, help="overhead repetitions")
+    parser.add_argument("--bundled-seconds", type=float, default=30.0,
+                        help="bundled-clip pipeline run per executor (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/BENCHMARKS.md")
     args = parser.parse_args()
     rclpy.init()
@@ -245,11 +336,12 @@ def main() -> int:
         spinner = threading.Thread(target=executor.spin, daemon=True)
         spinner.start()
         e2e = bench_end_to_end(node, args.seconds)
+        bundled = bench_bundled_pipeline(node, args.bundled_seconds) if args.bundled_seconds > 0 else []
     finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    section = markdown(overhead, e2e, machine())
+    section = markdown(overhead, e2e, bundled, machine())
     print(section)
     if not args.no_write:
         print(f"written to {write_section(section)}")

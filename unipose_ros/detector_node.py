@@ -483,8 +483,8 @@ def main(argv=None) -> int:
     node = DetectorNode()
     # One executor thread: the callbacks are short (the model runs in the worker thread). rclpy's
     # MultiThreadedExecutor busy-waits while a callback of a mutually exclusive group runs and
-    # holds the GIL meanwhile, which slowed inference 1.5-6x with a 25 Hz 1024x1024 camera
-    # (0.5-2.9 s per frame instead of 0.4-0.7 s; docs/BENCHMARKS.md).
+    # holds the GIL meanwhile: with a 25 Hz 1024x1024 camera the model took a median 0.6-1.1 s and
+    # a p95 2.9-3.6 s per frame instead of 0.42 / 0.50 s (docs/BENCHMARKS.md, "ROS node").
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
