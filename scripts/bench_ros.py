@@ -180,27 +180,14 @@ def bench_end_to_end(node, seconds: float, rate: float = 30.0) -> list[dict]:
     return rows
 
 
-# The detector node spun by a chosen rclpy executor (unipose-detector itself always uses the
-# single-threaded one); argv[1] names the executor class, the rest are ROS arguments.
+# unipose-detector's own main, spun by a chosen rclpy executor: argv[1] is "single" (what the
+# command uses) or "multi"; the rest are ROS arguments.
 DETECTOR_WITH_EXECUTOR = """
-import sys, rclpy, rclpy.executors as ex
-from rclpy.lifecycle import TransitionCallbackReturn
-from unipose_ros.detector_node import DetectorNode
-rclpy.init(args=sys.argv[1:])
-node = DetectorNode()
-executor = ex.MultiThreadedExecutor(num_threads=3) if sys.argv[1] == 'multi' else ex.SingleThreadedExecutor()
-executor.add_node(node)
-if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-    node.trigger_activate()
-try:
-    executor.spin()
-except (KeyboardInterrupt, ex.ExternalShutdownException):
-    pass
-finally:
-    node._stop_processing()
-    executor.shutdown(timeout_sec=1.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
+import sys
+import rclpy.executors as ex
+from unipose_ros.detector_node import main
+multi = sys.argv[1] == "multi"
+sys.exit(main(sys.argv[2:], make_executor=(lambda: ex.MultiThreadedExecutor(num_threads=3)) if multi else None))
 """
 
 
@@ -212,7 +199,7 @@ def bench_bundled_pipeline(node, seconds: float) -> list[dict]:
         detector = [sys.executable, "-c", DETECTOR_WITH_EXECUTOR, executor, "--ros-args"]
         for k, v in {"model": read_model_file_info(BUNDLED_CHECKPOINT).model_name,
                      "checkpoint": str(BUNDLED_CHECKPOINT), "text_encoder": "auto", "device": "cpu",
-                     "prompt": "fly", "autostart": "false"}.items():
+                     "prompt": "fly", "autostart": "true"}.items():
             detector += ["-p", f"{k}:={v}"]
         source = [sys.executable, "-m", "unipose_ros.image_source", "--ros-args", "-p", f"source:={BUNDLED_VIDEO}",
                   "-p", "rate:=25.0", "-p", "loop:=true"]

@@ -478,14 +478,16 @@ class DetectorNode(LifecycleNode):
         pub.publish(out)
 
 
-def main(argv=None) -> int:
+def main(argv=None, make_executor=None) -> int:
+    """`unipose-detector`. `make_executor` (default: SingleThreadedExecutor), called after
+    rclpy.init, exists so that scripts/bench_ros.py can time the node under another executor."""
     rclpy.init(args=argv)
     node = DetectorNode()
     # One executor thread: the callbacks are short (the model runs in the worker thread). rclpy's
     # MultiThreadedExecutor busy-waits while a callback of a mutually exclusive group runs and
     # holds the GIL meanwhile: with a 25 Hz 1024x1024 camera the model took a median 0.6-1.1 s and
     # a p95 2.9-3.6 s per frame instead of 0.42 / 0.50 s (docs/BENCHMARKS.md, "ROS node").
-    executor = SingleThreadedExecutor()
+    executor = (make_executor or SingleThreadedExecutor)()
     executor.add_node(node)
     try:
         if node.get_parameter("autostart").value:
