@@ -132,8 +132,9 @@ def rotate(image: np.ndarray, ann: Annotation, degrees: float, stretch: float = 
     after stretching by `stretch` along the direction `stretch_axis` (degrees) and by 1/stretch
     across it (area kept).
 
-    The stretch changes the angles between an object's parts (a wing 30 degrees off the body axis
-    comes out at 20-45 degrees), which gives a small labelled set poses it does not contain.
+    The stretch changes the angles between an object's parts (with stretch 1/1.3 to 1.3, a wing
+    30 degrees off the body axis comes out at 19-44 degrees), which gives a small labelled set
+    poses it does not contain.
     Boxes that hug their keypoints (the keypoints span >= 90 % of the box on both axes, as in
     boxes made from keypoints) become the box of the moved keypoints; other boxes become the
     box of their moved corners, clipped to the image. Neither step changes an object's
@@ -235,6 +236,11 @@ class AugmentConfig:
     object_crop_prob: float = 0.0
     object_crop_context: List[float] = field(default_factory=lambda: [2.0, 4.5])
     object_crop_scales: List[int] = field(default_factory=lambda: [384])
+
+    def __post_init__(self):
+        if not self.stretch_max >= 1.0:
+            raise ValueError(f"data.augment.stretch_max must be >= 1 (1: no stretch; 1.35: up to x1.35 "
+                             f"along one direction and /1.35 across it), got {self.stretch_max}")
 
 
 class Augmenter:

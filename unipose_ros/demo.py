@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init(args=[])
     # One executor thread, as in unipose-detector: with rclpy's MultiThreadedExecutor the spin
     # loop busy-waits (holding the GIL) while a sink callback writes video, and the detector's
-    # inference took 4-15 s per frame instead of 0.5-0.6 s.
+    # inference took 2.9-15.4 s per frame instead of 0.35-0.63 s (docs/BENCHMARKS.md).
     executor = SingleThreadedExecutor()
     nodes = []
     writer = VideoWriter(video_path, fps=rate)

@@ -199,6 +199,8 @@ def test_augmenter_stretches_only_when_asked():
     plain, stretched = np.array(lengths[:10]), np.array(lengths[10:])
     assert np.allclose(plain, 50.0)
     assert np.ptp(stretched) > 5.0 and stretched.max() <= 50.0 * 1.4 + 1e-6 and stretched.min() >= 50.0 / 1.4 - 1e-6
+    with pytest.raises(ValueError, match="stretch_max must be >= 1"):
+        AugmentConfig(stretch_max=0.0)
 
 
 def test_object_centred_crops_contain_the_object_and_eval_has_its_own_cap():
