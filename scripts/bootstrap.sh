@@ -21,6 +21,24 @@ if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
 fi
 
 echo "[bootstrap] setting up $VENV (first run takes a few minutes: torch $(grep '^torch==' "$ROOT/requirements.txt"))" >&2
+# torch's CUDA build (the only torch with a working torchvision here) brings ~5 GB of CUDA and Triton
+# libraries even on a CPU machine, so a fresh environment needs ~7 GB; say so up front instead of
+# leaving the user with pip's bare "[Errno 28] No space left on device" half-way through.
+NEED_GB=7
+if [[ ! -d "$VENV/lib" ]] || ! compgen -G "$VENV/lib/python3*/site-packages/torch" >/dev/null; then
+  mkdir -p "$(dirname "$VENV")"
+  free_kb="$(df -Pk "$(dirname "$VENV")" | awk 'NR==2 {print $4}')"
+  if [[ -n "$free_kb" ]] && (( free_kb < NEED_GB * 1024 * 1024 )); then
+    echo "[bootstrap] warning: only $((free_kb / 1024 / 1024)) GB free on the disk of $(dirname "$VENV");" \
+         "a fresh environment needs about $NEED_GB GB. If pip stops with 'No space left on device'," \
+         "free some space or set UNIPOSE_VENV to a folder on a larger disk." >&2
+  fi
+fi
+on_error() {
+  echo "[bootstrap] failed (see pip's message above); nothing was marked ready, so the next run retries." \
+       "Free disk now: $(df -Ph "$(dirname "$VENV")" | awk 'NR==2 {print $4}')." >&2
+}
+trap on_error ERR
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
