@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unipose_model.cli import main
+from unipose_model.model_file import BUNDLED_CHECKPOINT
 
 from shared_paths import DATA
 
@@ -134,6 +135,16 @@ def test_errors_are_one_line_exit_2(tmp_path, capsys, monkeypatch):
     assert "checkpoint not found" in err
 
     monkeypatch.setenv("HOME", str(tmp_path))
+    # a corrupt checkpoint is named as such, before CLIP (absent here) is looked for
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(BUNDLED_CHECKPOINT.read_bytes()[:1000])
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, "--checkpoint", str(truncated)], capsys)
+    assert "cannot read checkpoint" in err and "truncated.pth" in err and "CLIP" not in err
+
+    err = _error(["predict", str(IMAGES[1]), "--prompt", "cat: nose", *out, "--checkpoint", str(BUNDLED_CHECKPOINT)],
+                 capsys)
+    assert err.startswith("unipose predict: error: unknown prompt 'cat', 'nose': this model") and "Known prompts: fly" in err
+
     err = _error(["predict", str(IMAGES[1]), "--prompt", "person", *out, "--checkpoint", "reference",
                   "--model", "unipose_tiny"], capsys)
     assert "CLIP" in err and "--clip-weights" in err

@@ -29,7 +29,7 @@ from unipose_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 from .augment import Augmenter, infer_flip_pairs, swap_left_right
 from .prompts import PromptBuilder
-from .unikpt.format import Category, Image, Instance, UniKPT, load as load_unikpt
+from .unikpt.format import Category, Image, Instance, UniKPT, UniKPTError, load as load_unikpt
 
 DEFAULT_SIGMA = 0.05   # OKS sigma where a dataset defines none (COCO-like, uniform)
 
@@ -75,7 +75,39 @@ def _canonical(name: str) -> str:
 
 
 def coco_to_unikpt(data: dict, path: Path, images_root: Optional[str], name: Optional[str]) -> UniKPT:
-    """A plain COCO keypoints file as UniKPT: names in text form, flip pairs from the names."""
+    """A plain COCO keypoints file as UniKPT: names in text form, flip pairs from the names.
+
+    A file that is not COCO keypoints (a missing section or field, a value of the wrong type, a
+    keypoint list that is not x, y, v triples) raises UniKPTError naming the file and the entry.
+    """
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("categories", "images", "annotations")):
+        have = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
+        raise UniKPTError(f"{path}: not a COCO keypoints file: it needs the lists 'categories', 'images' "
+                          f"and 'annotations' (found: {have or 'nothing'})")
+    try:
+        return _coco_to_unikpt(data, path, images_root, name)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        where = _first_bad_entry(data)
+        raise UniKPTError(f"{path}: not a valid COCO keypoints file: {where + ': ' if where else ''}{what}") from e
+
+
+def _first_bad_entry(data: dict) -> Optional[str]:
+    """'annotations[12] (id 345)': the first entry that _coco_to_unikpt cannot read on its own (only
+    called once reading failed, so the second pass costs nothing on good files)."""
+    sections = ("categories", "images", "annotations")
+    for section in sections:
+        for i, entry in enumerate(data[section]):
+            try:
+                _coco_to_unikpt({**{k: [] for k in sections}, section: [entry]}, Path("."), None, None)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+                ident = entry.get("id") if isinstance(entry, dict) else None
+                return f"{section}[{i}]" + (f" (id {ident})" if ident is not None else "")
+    return None  # the fault is between entries (e.g. a keypoint count against its category)
+
+
+def _coco_to_unikpt(data: dict, path: Path, images_root: Optional[str], name: Optional[str]) -> UniKPT:
     cats = []
     for c in data["categories"]:
         raw = list(c.get("keypoints", []))
@@ -88,9 +120,16 @@ def coco_to_unikpt(data: dict, path: Path, images_root: Optional[str], name: Opt
                              sigmas=c.get("sigmas"), supercategory=c.get("supercategory", "")))
     images = [Image(id=int(im["id"]), file_name=im["file_name"], width=int(im["width"]),
                     height=int(im["height"]), style=im.get("style")) for im in data["images"]]
+    sizes = {c.id: len(c.keypoints) for c in cats}
     insts = []
     for a in data["annotations"]:
         k = a.get("keypoints") or []
+        if len(k) % 3:
+            raise ValueError(f"'keypoints' holds {len(k)} numbers, not x, y, v triples")
+        size = sizes.get(int(a["category_id"]))
+        if k and size is not None and len(k) != 3 * size:
+            raise ValueError(f"annotation {a['id']} has {len(k) // 3} keypoints, its category "
+                             f"{a['category_id']} names {size}")
         insts.append(Instance(id=int(a["id"]), image_id=int(a["image_id"]), category_id=int(a["category_id"]),
                               keypoints=np.asarray(k, dtype=np.float64).reshape(-1, 3),
                               bbox=tuple(float(v) for v in a["bbox"]), area=float(a.get("area", 0.0)),
@@ -128,7 +167,12 @@ def load_source(src: SourceConfig) -> UniKPT:
         if src.name:
             ds.dataset = src.name
     else:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise UniKPTError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+        except UnicodeDecodeError as e:
+            raise UniKPTError(f"{path}: not a text (UTF-8 JSON) file: {e}") from e
         if isinstance(data, dict) and data.get("format") == "unikpt":
             ds = load_unikpt(path)
             if images is not None:

@@ -42,7 +42,11 @@ def main(argv=None) -> int:
     if args.print_config:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    trainer = Trainer(cfg, resume=args.resume)
+    try:  # reads every label file: a broken one is named here, before any training starts
+        trainer = Trainer(cfg, resume=args.resume)
+    except (ValueError, OSError) as e:
+        print(f"unipose-train: {e}", file=sys.stderr)
+        return 2
     result = trainer.fit()
     if trainer.is_main:
         print(json.dumps(result))

@@ -53,8 +53,12 @@ def _short_list(keys: Iterable[str], limit: int = 8) -> str:
     return head + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
-    """Read a checkpoint file safely (weights_only) and return its model state dict."""
+def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> Dict[str, torch.Tensor]:
+    """Read a checkpoint file safely (weights_only) and return its model state dict.
+
+    mmap: map the tensors instead of reading them; a quick check that the file is a readable
+    checkpoint (the CLI makes it before loading CLIP, so a corrupt file is named first).
+    """
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}. {OFFICIAL_DOWNLOAD_HINT}")
@@ -63,7 +67,7 @@ def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file is empty: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
                               f"PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "

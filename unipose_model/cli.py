@@ -91,6 +91,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .checkpoint import read_state_dict
     from .media import MediaError, collect_inputs, is_video_path
     from .model_file import BUNDLED_CHECKPOINT, read_model_file_info
     from .predictor import (DEFAULT_MODEL, REFERENCE_CHECKPOINT, Predictor, UnknownPromptError,
@@ -110,6 +111,8 @@ def run_predict(args: argparse.Namespace) -> int:
     else:
         checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL, args.checkpoint)
     bundled_fallback = args.checkpoint is None and Path(checkpoint) == BUNDLED_CHECKPOINT
+    if str(checkpoint) != REFERENCE_CHECKPOINT:
+        read_state_dict(checkpoint, mmap=True)  # a missing or corrupt file is named before CLIP loads
     fixed_vocabulary = str(checkpoint) != REFERENCE_CHECKPOINT and read_model_file_info(checkpoint).vocabulary
     if not fixed_vocabulary and args.prompt is not None:
         parse_prompt(args.prompt)  # a model with its own vocabulary parses the prompt itself, below

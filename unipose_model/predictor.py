@@ -337,7 +337,7 @@ class Predictor:
         except PromptError as e:
             if self.vocabulary is None or not self._uses_own_features() or "unknown category" not in str(e):
                 raise  # a malformed prompt: the parser's own message says how to fix it
-            raise UnknownPromptError(self._unknown_message(text.strip())) from None
+            raise UnknownPromptError(self._unknown_message([text.strip()])) from None
 
     def _uses_own_features(self) -> bool:
         return getattr(self.text_encoder, "known", None) is not None
@@ -353,12 +353,13 @@ class Predictor:
         missing = [c for c in classes if c not in known_classes or instance_prompt(c) not in table]
         missing += [k for k in dict.fromkeys(keypoints) if keypoint_prompt(k) not in table]
         if missing:
-            raise UnknownPromptError(self._unknown_message(", ".join(missing)))
+            raise UnknownPromptError(self._unknown_message(missing))
 
-    def _unknown_message(self, what: str) -> str:
+    def _unknown_message(self, names: Sequence[str]) -> str:
         first = (self.file_info.vocabulary or [{}])[0]
         example = f"{first['categories'][0]}: {', '.join(first['keypoints'][:2])}" if first else ""
-        return (f"unknown prompt {what!r}: this model ({self.checkpoint}) was trained on a fixed "
+        what = ", ".join(repr(n) for n in names)
+        return (f"unknown prompt {what}: this model ({self.checkpoint}) was trained on a fixed "
                 f"vocabulary and carries the prompt features of that vocabulary only. Known prompts: "
                 f"{self.known_prompts()}. Use a known category, optionally with some of its keypoints "
                 f"(e.g. '{example}'); open-vocabulary prompts need the official checkpoint with CLIP.")

@@ -47,3 +47,44 @@ def test_train_on_sleap_file(tmp_path, capsys):
     import torch
     ckpt = torch.load(out / "best.pth", weights_only=True)
     assert ckpt["vocabulary"][0]["categories"] == ["fly"] and ckpt["model_config"]["name"] == "unipose_tiny"
+
+
+def _coco_fly(n_images: int = 3) -> dict:
+    data = json.loads((DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json").read_text())
+    data["images"] = data["images"][:n_images]
+    ids = {im["id"] for im in data["images"]}
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
+    return data
+
+
+def _break(data: dict, how: str) -> str:
+    if how == "json":
+        return '{"images": [], "annotations": ['
+    if how == "sections":
+        data.pop("categories")
+    elif how == "field":
+        data["annotations"][2].pop("bbox")
+    elif how == "triples":
+        data["annotations"][1]["keypoints"] = data["annotations"][1]["keypoints"][:-1]
+    elif how == "count":
+        data["annotations"][1]["keypoints"] = data["annotations"][1]["keypoints"][:-3]
+    return json.dumps(data)
+
+
+@pytest.mark.parametrize("how, message", [
+    ("json", "not valid JSON (Expecting value at line 1, column 32)"),
+    ("sections", "not a COCO keypoints file: it needs the lists 'categories', 'images' and 'annotations' "
+                 "(found: annotations, images, info)"),
+    ("field", "not a valid COCO keypoints file: annotations[2] (id 3): missing field 'bbox'"),
+    ("triples", "not a valid COCO keypoints file: annotations[1] (id 2): 'keypoints' holds 38 numbers, "
+                "not x, y, v triples"),
+    ("count", "not a valid COCO keypoints file: annotation 2 has 12 keypoints, its category 1 names 13"),
+])
+def test_a_broken_label_file_is_named_before_training(tmp_path, capsys, how, message):
+    bad = tmp_path / "labels.json"
+    bad.write_text(_break(_coco_fly(), how))
+    rc = train_main([str(REPO / "training/configs/own_labels.yaml"), "--data", str(bad),
+                     "--images", str(DATA / "lab" / "fly_clip"), f"run.out_dir={tmp_path / 'out'}", *TINY])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == f"unipose-train: {bad}: {message}", err
+    assert not list((tmp_path / "out").glob("*"))   # nothing was trained or written
