@@ -35,7 +35,7 @@ if [[ ! -d "$VENV/lib" ]] || ! compgen -G "$VENV/lib/python3*/site-packages/torc
   fi
 fi
 on_error() {
-  echo "[bootstrap] failed (see pip's message above); nothing was marked ready, so the next run retries." \
+  echo "[bootstrap] failed (see the message above); nothing was marked ready, so the next run retries." \
        "Free disk now: $(df -Ph "$(dirname "$VENV")" | awk 'NR==2 {print $4}')." >&2
 }
 trap on_error ERR

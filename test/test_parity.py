@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unipose_model import build_model, load_official_checkpoint, CheckpointError
-from unipose_model.checkpoint import fill_reference_weights, reference_fill
+from unipose_model.checkpoint import fill_reference_weights, read_state_dict, reference_fill
 from unipose_model.layers import inverse_sigmoid
 
 from shared_paths import REFERENCE
@@ -185,3 +185,17 @@ def test_checkpoint_errors_are_clear(tmp_path, manifest_ckpt):
     torch.save({"model": sd}, bad)
     with pytest.raises(CheckpointError, match="transformer.tgt_embed.weight contains NaN"):
         load_official_checkpoint(model, bad)
+
+
+def test_quick_mapped_read_accepts_both_file_formats_and_rejects_a_truncated_file(tmp_path):
+    """read_state_dict(mmap=True), the CLI's check before CLIP loads: torch's legacy (pre-1.6)
+    format cannot be memory-mapped, and such a file is still a valid checkpoint."""
+    sd = {"w": torch.arange(6.0).reshape(2, 3)}
+    for legacy in (False, True):
+        path = tmp_path / f"legacy_{legacy}.pth"
+        torch.save({"model": sd}, path, _use_new_zipfile_serialization=not legacy)
+        assert torch.equal(read_state_dict(path, mmap=True)["w"], sd["w"])
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes((tmp_path / "legacy_False.pth").read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="truncated, corrupt"):
+        read_state_dict(truncated, mmap=True)

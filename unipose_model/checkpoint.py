@@ -57,7 +57,8 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> Dict[str, to
     """Read a checkpoint file safely (weights_only) and return its model state dict.
 
     mmap: map the tensors instead of reading them; a quick check that the file is a readable
-    checkpoint (the CLI makes it before loading CLIP, so a corrupt file is named first).
+    checkpoint (the CLI makes it before loading CLIP, so a corrupt file is named first). Files in
+    torch's legacy (pre-1.6, non-zip) format cannot be mapped and are read in full.
     """
     path = Path(path)
     if not path.exists():
@@ -67,7 +68,7 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> Dict[str, to
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file is empty: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
                               f"PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "

@@ -1,6 +1,6 @@
-import pytest
 """Augmentation: flip with left/right swapping, resize rule, crop; prompts; sampler determinism."""
 import numpy as np
+import pytest
 
 from training.augment import AugmentConfig, Augmenter, crop, hflip, infer_flip_pairs, resize, swap_left_right
 from training.dataset import BalancedSampler

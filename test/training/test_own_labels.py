@@ -78,7 +78,7 @@ def _break(data: dict, how: str) -> str:
     ("field", "not a valid COCO keypoints file: annotations[2] (id 3): missing field 'bbox'"),
     ("triples", "not a valid COCO keypoints file: annotations[1] (id 2): 'keypoints' holds 38 numbers, "
                 "not x, y, v triples"),
-    ("count", "not a valid COCO keypoints file: annotation 2 has 12 keypoints, its category 1 names 13"),
+    ("count", "not a valid COCO keypoints file: annotations[1] (id 2): 12 keypoints, but its category 1 names 13"),
 ])
 def test_a_broken_label_file_is_named_before_training(tmp_path, capsys, how, message):
     bad = tmp_path / "labels.json"
