@@ -236,6 +236,11 @@ class AugmentConfig:
     object_crop_prob: float = 0.0
     object_crop_context: List[float] = field(default_factory=lambda: [2.0, 4.5])
     object_crop_scales: List[int] = field(default_factory=lambda: [384])
+    # Side swap (training/side_swap.py, applied by the dataset before the steps above): each
+    # instance, with this probability, gets one side of its body from another image's instance,
+    # so the model sees combinations of left and right poses the labels do not contain.
+    side_swap_prob: float = 0.0
+    side_swap_mirror_prob: float = 0.5  # the donor mirrored first: its other side, as this side
 
     def __post_init__(self):
         if not self.stretch_max >= 1.0:

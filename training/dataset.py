@@ -27,8 +27,9 @@ from torch.utils.data import Dataset, Sampler
 from unipose_model.media import split_frame_reference
 from unipose_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-from .augment import Augmenter, infer_flip_pairs, swap_left_right
+from .augment import Augmenter, hflip, infer_flip_pairs, swap_left_right
 from .prompts import PromptBuilder
+from .side_swap import swap_side
 from .unikpt.format import Category, Image, Instance, UniKPT, UniKPTError, load as load_unikpt
 
 DEFAULT_SIGMA = 0.05   # OKS sigma where a dataset defines none (COCO-like, uniform)
@@ -362,14 +363,9 @@ class KeypointDataset(Dataset):
         kp_cat = inst_cats[int(rng.integers(len(inst_cats)))]
         names = list(kp_cat.keypoints)
         K = len(names)
-        kpts = np.zeros((len(inst_cats), K, 3))
-        for m, (inst, c) in enumerate(zip(rec.instances, inst_cats)):
-            if list(c.keypoints) == names and inst.keypoints.shape == (K, 3):
-                kpts[m] = inst.keypoints
-        kpts[kpts[..., 2] <= 0] = 0.0
-        boxes = np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (i.bbox for i in rec.instances)])
-        ann = {"boxes": boxes, "keypoints": kpts, "class_names": [c.name for c in inst_cats],
-               "keypoint_names": names, "flip_pairs": list(kp_cat.flip_pairs)}
+        ann = self._annotation(rec, kp_cat)
+        if self.augmenter.train and self.augmenter.cfg.side_swap_prob > 0:
+            image, ann = self._swap_sides(index, rec, kp_cat, image, ann, rng)
         image, ann = self.augmenter(image, ann, rng)
         h, w = image.shape[:2]
         sigmas = np.asarray(kp_cat.sigmas if kp_cat.sigmas else [DEFAULT_SIGMA] * K, dtype=np.float64)
@@ -414,6 +410,45 @@ class KeypointDataset(Dataset):
                 support["with_text"] = bool(rng.random() < self.visual.with_text_prob)
                 sample["support"] = support
         return sample
+
+    def _annotation(self, rec: Record, kp_cat: Category) -> Dict:
+        """The augmenter's annotation of an image: every instance's box and class, and the
+        keypoints (in `kp_cat`'s order) of the instances that use `kp_cat`'s keypoint list."""
+        cats = self.categories[rec.source]
+        inst_cats = [cats[i.category_id] for i in rec.instances]
+        names = list(kp_cat.keypoints)
+        K = len(names)
+        kpts = np.zeros((len(inst_cats), K, 3))
+        for m, (inst, c) in enumerate(zip(rec.instances, inst_cats)):
+            if list(c.keypoints) == names and inst.keypoints.shape == (K, 3):
+                kpts[m] = inst.keypoints
+        kpts[kpts[..., 2] <= 0] = 0.0
+        boxes = np.array([[b[0], b[1], b[0] + b[2], b[1] + b[3]] for b in (i.bbox for i in rec.instances)])
+        return {"boxes": boxes, "keypoints": kpts, "class_names": [c.name for c in inst_cats],
+                "keypoint_names": names, "flip_pairs": list(kp_cat.flip_pairs)}
+
+    def _swap_sides(self, index: int, rec: Record, kp_cat: Category, image: np.ndarray, ann: Dict,
+                    rng: np.random.Generator) -> Tuple[np.ndarray, Dict]:
+        """Side swap (training/side_swap.py): each instance of `kp_cat`, with probability
+        side_swap_prob, gets one side from another image's instance (mirrored with probability
+        side_swap_mirror_prob, so a side can also come from the donor's other side)."""
+        c = self.augmenter.cfg
+        pool = [p for p in self.support_pool.get((rec.source, kp_cat.id), []) if p[0] != index]
+        if not pool:
+            return image, ann
+        for m, inst in enumerate(rec.instances):
+            if inst.category_id != kp_cat.id or rng.random() >= c.side_swap_prob:
+                continue
+            r, d = pool[int(rng.integers(len(pool)))]
+            donor_rec = self.records[r]
+            donor_image, donor_ann = read_rgb(donor_rec.path), self._annotation(donor_rec, kp_cat)
+            if rng.random() < c.side_swap_mirror_prob:
+                donor_image, donor_ann = hflip(donor_image, donor_ann)
+            side = "left" if rng.random() < 0.5 else "right"
+            spliced = swap_side(image, ann, m, donor_image, donor_ann, d, side)
+            if spliced is not None:
+                image, ann = spliced
+        return image, ann
 
     def _support(self, index: int, rec: Record, cat: Category, keep: Optional[np.ndarray],
                  rng: np.random.Generator) -> Optional[Dict]:
