@@ -11,7 +11,8 @@ Runs the Predictor exactly as users do (prompt "fly", the checkpoint's own input
 features) and scores it with training.evaluation:
   * found: a ground-truth fly is found when a detection overlaps its box with IoU >= 0.5
     (one detection per fly, best score first); "both found" = frames where both flies are;
-  * PCK@0.2: keypoint within 0.2 x max(box w, h) of the truth (training/evaluation/pck.py);
+  * PCK@0.2: keypoint within 0.2 x max(box w, h) of the truth (training/evaluation/pck.py), also
+    per keypoint (which parts the model misses);
   * box AP (COCO) and the count of detections that match no fly (false positives).
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     import cv2
 
     from training.dataset import SourceConfig, load_source
+    from training.evaluation.pck import pck_per_keypoint
     from training.evaluation.report import evaluate_dataset
     from training.evaluation.support_ranking import found_and_extra
     from unipose_model.predictor import Predictor
@@ -104,6 +106,8 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "frames_with_exactly_2_detections": sum(f["detections"] == 2 for f in per_frame) / max(1, len(per_frame)),
         "PCK@0.2": row["PCK@0.2"], "PCK_keypoints@0.2": row["PCK_keypoints"],
         "PCK@0.1": evaluate_dataset(gt, results, pck_thr=0.1)["PCK@0.1"],
+        "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in
+                                 pck_per_keypoint(gt, results, 0.2).get(gt.categories[0].name, {}).items()},
         "box_AP": row.get("box AP"), "seconds_per_frame": float(np.mean(seconds)),
         "missed_frames": [f["frame"] for f in per_frame if f["found"] < f["flies"]][:20],
     }

@@ -10,7 +10,7 @@ from training.evaluation.box_ap import evaluate_boxes
 from training.evaluation.cli import main as eval_main
 from training.evaluation.coco_eval import available_backends, evaluate_keypoints, library_eval
 from training.evaluation.oks import oks_matrix
-from training.evaluation.pck import pck
+from training.evaluation.pck import pck, pck_per_keypoint
 from training.evaluation.report import worst_cases
 from training.unikpt.converters import convert
 from training.unikpt.format import Category, Image, Instance, UniKPT, save
@@ -140,6 +140,9 @@ def test_pck_by_hand():
     assert out["PCK"] == pytest.approx((2 / 3 + 2 / 4 + 0) / 3)
     assert out["PCK_keypoints"] == pytest.approx(4 / 10)
     assert out["instances"] == 3 and out["keypoints"] == 10
+    # per keypoint, over the instances that label it (instance 3 misses all three of its own)
+    per = pck_per_keypoint(gt, results, thr=0.2)
+    assert per == {"mouse": pytest.approx({"snout": 2 / 3, "left ear": 1 / 3, "right ear": 1 / 3, "root of tail": 0.0})}
 
 
 def test_worst_cases_and_cli(tmp_path, datasets):

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..unikpt.format import Instance, UniKPT
 
-__all__ = ["match_by_distance", "pck", "normalized_errors"]
+__all__ = ["match_by_distance", "pck", "pck_per_keypoint", "normalized_errors"]
 
 
 def normalized_errors(inst: Instance, pred_kpts: np.ndarray | None) -> np.ndarray:
@@ -68,3 +68,20 @@ def pck(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict[str, floa
     return {"PCK": float(np.mean(per_instance)) if per_instance else -1.0,
             "PCK_keypoints": correct / total if total else -1.0,
             "instances": len(per_instance), "keypoints": total}
+
+
+def pck_per_keypoint(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict[str, dict[str, float]]:
+    """PCK of each keypoint, over the instances where it is labelled: {category: {keypoint: PCK}}
+    (which parts a model misses; a missed instance counts as a miss of each labelled keypoint)."""
+    names = {c.id: (c.name, list(c.keypoints)) for c in gt.categories}
+    hits: dict[tuple[int, int], list[bool]] = {}
+    for inst, r in match_by_distance(gt, results):
+        k = None if r is None else np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
+        ok = normalized_errors(inst, k) < thr
+        for j, hit in zip(np.flatnonzero(inst.keypoints[:, 2] > 0), ok):
+            hits.setdefault((inst.category_id, int(j)), []).append(bool(hit))
+    out: dict[str, dict[str, float]] = {}
+    for (cat, j), values in sorted(hits.items()):
+        name, kpts = names[cat]
+        out.setdefault(name, {})[kpts[j]] = float(np.mean(values))
+    return out
