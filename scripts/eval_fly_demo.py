@@ -53,7 +53,6 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     import cv2
 
     from training.dataset import SourceConfig, load_source
-    from training.evaluation.pck import pck_per_keypoint
     from training.evaluation.report import evaluate_dataset
     from training.evaluation.support_ranking import found_and_extra
     from unipose_model.predictor import Predictor
@@ -106,8 +105,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "frames_with_exactly_2_detections": sum(f["detections"] == 2 for f in per_frame) / max(1, len(per_frame)),
         "PCK@0.2": row["PCK@0.2"], "PCK_keypoints@0.2": row["PCK_keypoints"],
         "PCK@0.1": evaluate_dataset(gt, results, pck_thr=0.1)["PCK@0.1"],
-        "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in
-                                 pck_per_keypoint(gt, results, 0.2).get(gt.categories[0].name, {}).items()},
+        "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in row["PCK per keypoint"].items()},
         "box_AP": row.get("box AP"), "seconds_per_frame": float(np.mean(seconds)),
         "missed_frames": [f["frame"] for f in per_frame if f["found"] < f["flies"]][:20],
     }

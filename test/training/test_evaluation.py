@@ -166,6 +166,16 @@ def test_worst_cases_and_cli(tmp_path, datasets):
     assert rows[1]["metric"] == "OKS AP" and rows[1]["AP"] == pytest.approx(1.0) and rows[1]["box AP"] == pytest.approx(1.0)
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| sleap | PCK@0.2 |" in table and "| ap10k | OKS AP | 100.0 |" in table
+    # per keypoint: pooled over each dataset's categories, in the categories' keypoint order
+    per_fly = rows[0]["PCK per keypoint"]
+    assert list(per_fly) == gt.categories[0].keypoints
+    assert all(0 <= v <= 1 for v in per_fly.values())
+    assert rows[1]["PCK per keypoint"] == pytest.approx({k: 1.0 for k in rows[1]["PCK per keypoint"]})
+    ap = datasets["ap10k"]   # one row per keypoint name that some instance labels
+    labelled = {c.keypoints[j] for i in ap.instances for c in ap.categories if c.id == i.category_id
+                for j in np.flatnonzero(i.keypoints[:, 2] > 0)}
+    assert set(rows[1]["PCK per keypoint"]) == labelled and len(labelled) >= 15
+    assert "## sleap: PCK@0.2 per keypoint" in table and "| head |" in table
     pngs = sorted((tmp_path / "eval" / "worst").glob("*.png"))
     assert len(pngs) == 4
     import cv2

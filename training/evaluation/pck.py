@@ -70,18 +70,28 @@ def pck(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict[str, floa
             "instances": len(per_instance), "keypoints": total}
 
 
-def pck_per_keypoint(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict[str, dict[str, float]]:
-    """PCK of each keypoint, over the instances where it is labelled: {category: {keypoint: PCK}}
-    (which parts a model misses; a missed instance counts as a miss of each labelled keypoint)."""
+def pck_per_keypoint(gt: UniKPT, results: Sequence[dict], thr: float = 0.2, merge_categories: bool = False
+                     ) -> dict:
+    """PCK of each keypoint over the instances where it is labelled (which parts a model misses;
+    a missed instance counts as a miss of each of its labelled keypoints): {category: {keypoint:
+    PCK}}, or {keypoint: PCK} pooled over the categories that share a name with `merge_categories`."""
     names = {c.id: (c.name, list(c.keypoints)) for c in gt.categories}
-    hits: dict[tuple[int, int], list[bool]] = {}
+    hits: dict[tuple, list[bool]] = {}
     for inst, r in match_by_distance(gt, results):
+        cat, kpts = names[inst.category_id]
         k = None if r is None else np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
         ok = normalized_errors(inst, k) < thr
         for j, hit in zip(np.flatnonzero(inst.keypoints[:, 2] > 0), ok):
-            hits.setdefault((inst.category_id, int(j)), []).append(bool(hit))
+            key = (kpts[j],) if merge_categories else (cat, kpts[j])
+            hits.setdefault(key, []).append(bool(hit))
+    # in the categories' own keypoint order (first listing of a name, when pooled)
+    order = {}
+    for c in gt.categories:
+        for j, name in enumerate(c.keypoints):
+            order.setdefault((name,) if merge_categories else (c.name, name), (len(order), j))
+    if merge_categories:
+        return {key[0]: float(np.mean(hits[key])) for key in sorted(hits, key=order.__getitem__)}
     out: dict[str, dict[str, float]] = {}
-    for (cat, j), values in sorted(hits.items()):
-        name, kpts = names[cat]
-        out.setdefault(name, {})[kpts[j]] = float(np.mean(values))
+    for cat, name in sorted(hits, key=order.__getitem__):
+        out.setdefault(cat, {})[name] = float(np.mean(hits[(cat, name)]))
     return out

@@ -15,7 +15,7 @@ from ..unikpt.stats import markdown_table
 from .box_ap import evaluate_boxes
 from .coco_eval import evaluate_keypoints, library_eval
 from .oks import oks_matrix
-from .pck import match_by_distance, normalized_errors, pck
+from .pck import match_by_distance, normalized_errors, pck, pck_per_keypoint
 
 __all__ = ["evaluate_dataset", "worst_cases", "draw_cases", "write_report", "TABLE_COLUMNS"]
 
@@ -48,6 +48,8 @@ def evaluate_dataset(gt: UniKPT, results: Sequence[dict], *, pck_thr: float = 0.
     p = pck(gt, results, thr=pck_thr)
     row[f"PCK@{pck_thr:g}"] = p["PCK"]
     row["PCK_keypoints"] = p["PCK_keypoints"]
+    row["PCK per keypoint"] = pck_per_keypoint(gt, results, thr=pck_thr, merge_categories=True)
+    row["PCK threshold"] = pck_thr
     if any(r.get("bbox") for r in results):
         box = evaluate_boxes(gt, results)
         row.update({"box AP": box["AP"], "box APM": box["APM"], "box APL": box["APL"]})
@@ -108,6 +110,18 @@ def draw_cases(gt: UniKPT, cases: Sequence[tuple], out_dir: str | Path, size: in
     return paths
 
 
+def _per_keypoint_tables(rows: Sequence[dict]) -> str:
+    """One table per dataset: each keypoint's PCK (pooled over the dataset's categories)."""
+    parts = []
+    for r in rows:
+        per = r.get("PCK per keypoint")
+        if per:
+            table = [{"keypoint": k, "PCK": f"{100 * v:.1f}"} for k, v in per.items()]
+            parts.append(f"\n## {r.get('dataset', '')}: PCK@{r.get('PCK threshold', 0.2):g} per keypoint\n\n"
+                         + markdown_table(table, ["keypoint", "PCK"]) + "\n")
+    return "".join(parts)
+
+
 def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "UniPose evaluation") -> tuple[Path, Path]:
     """results.md (table) and results.json (rows as given)."""
     out_dir = Path(out_dir)
@@ -120,7 +134,7 @@ def write_report(rows: Sequence[dict], out_dir: str | Path, title: str = "UniPos
     md = out_dir / "results.md"
     md.write_text(f"# {title}\n\nScores in percent. OKS AP uses each dataset's sigmas (COCO protocol); "
                   "PCK is box-normalised (max(w, h) of the ground-truth box).\n\n"
-                  + markdown_table(table_rows, TABLE_COLUMNS) + "\n", encoding="utf-8")
+                  + markdown_table(table_rows, TABLE_COLUMNS) + "\n" + _per_keypoint_tables(rows), encoding="utf-8")
     js = out_dir / "results.json"
     js.write_text(json.dumps(list(rows), indent=1), encoding="utf-8")
     return md, js
