@@ -141,7 +141,7 @@ def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.n
     sign = 1.0 if side_mean > other_mean else -1.0
 
     # The spliced area: the swapped side of the midline, within BODY_MARGIN (a fraction of the
-    # body length) of either body's hull over its midline and swapped-side keypoints, so that
+    # body length) of the hull over the midline and both bodies' swapped-side keypoints, so that
     # the target's own limbs there go and the donor's arrive, and little background moves.
     margin = BODY_MARGIN * length
     reach = np.concatenate([body, swapped_xy])
