@@ -105,7 +105,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "frames_with_exactly_2_detections": sum(f["detections"] == 2 for f in per_frame) / max(1, len(per_frame)),
         "PCK@0.2": row["PCK@0.2"], "PCK_keypoints@0.2": row["PCK_keypoints"],
         "PCK@0.1": evaluate_dataset(gt, results, pck_thr=0.1)["PCK@0.1"],
-        "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in row["PCK per keypoint"].items()},
+        "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in row["PCK@0.2 per keypoint"].items()},
         "box_AP": row.get("box AP"), "seconds_per_frame": float(np.mean(seconds)),
         "missed_frames": [f["frame"] for f in per_frame if f["found"] < f["flies"]][:20],
     }

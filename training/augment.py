@@ -126,6 +126,13 @@ def crop(image: np.ndarray, ann: Annotation, top: int, left: int, height: int, w
     return image[top:top + height, left:left + width], out
 
 
+def box_hugs_keypoints(box: Sequence[float], points: np.ndarray) -> bool:
+    """Whether a box is one made from its keypoints (xy `points`): they span >= 90 % of it on
+    both axes. Such a box is rebuilt from moved keypoints; a box drawn around the animal is not."""
+    x0, y0, x1, y1 = box
+    return len(points) >= 2 and np.ptp(points[:, 0]) >= 0.9 * (x1 - x0) and np.ptp(points[:, 1]) >= 0.9 * (y1 - y0)
+
+
 def rotate(image: np.ndarray, ann: Annotation, degrees: float, stretch: float = 1.0,
            stretch_axis: float = 0.0) -> Tuple[np.ndarray, Annotation]:
     """Rotate about the image centre (counter-clockwise for positive `degrees`), same canvas size,
@@ -166,7 +173,7 @@ def rotate(image: np.ndarray, ann: Annotation, degrees: float, stretch: float = 
         old = ann["keypoints"]
         pts = np.asarray(old, dtype=np.float64).reshape(len(boxes), -1, 3)[m]
         pts = pts[pts[:, 2] > 0, :2]
-        hugs = len(pts) >= 2 and np.ptp(pts[:, 0]) >= 0.9 * (x1 - x0) and np.ptp(pts[:, 1]) >= 0.9 * (y1 - y0)
+        hugs = box_hugs_keypoints((x0, y0, x1, y1), pts)
         kept = labelled[m] & inside[m]
         if hugs and kept.sum() >= 2:
             corners = kpts[m, kept, :2]

@@ -361,8 +361,7 @@ class KeypointDataset(Dataset):
         # One keypoint list per image: the set of a random instance's category; instances of
         # categories with another list keep their class and box targets only.
         kp_cat = inst_cats[int(rng.integers(len(inst_cats)))]
-        names = list(kp_cat.keypoints)
-        K = len(names)
+        K = len(kp_cat.keypoints)
         ann = self._annotation(rec, kp_cat)
         if self.augmenter.train and self.augmenter.cfg.side_swap_prob > 0:
             image, ann = self._swap_sides(index, rec, kp_cat, image, ann, rng)

@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .augment import Annotation, _copy, _lr_key
+from .augment import Annotation, _copy, _lr_key, box_hugs_keypoints
 
 # Donor and target must be the same size to within this factor (after alignment).
 MAX_SCALE_CHANGE = 1.35
@@ -89,11 +89,11 @@ def _distance_to(hull: np.ndarray, origin: Tuple[int, int], shape: Tuple[int, in
 
 def _box_margins(box: np.ndarray, kpts: np.ndarray) -> Optional[np.ndarray]:
     """How far the box reaches past its labelled keypoints on each side (x0, y0, x1, y1), when
-    the box is one made from its keypoints (they span >= 90 % of it); None otherwise."""
+    the box is one made from its keypoints (augment.box_hugs_keypoints); None otherwise."""
     pts = kpts[kpts[:, 2] > 0, :2]
-    x0, y0, x1, y1 = box
-    if len(pts) < 2 or np.ptp(pts[:, 0]) < 0.9 * (x1 - x0) or np.ptp(pts[:, 1]) < 0.9 * (y1 - y0):
+    if not box_hugs_keypoints(box, pts):
         return None
+    x0, y0, x1, y1 = box
     return np.array([pts[:, 0].min() - x0, pts[:, 1].min() - y0, x1 - pts[:, 0].max(), y1 - pts[:, 1].max()])
 
 

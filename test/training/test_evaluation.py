@@ -10,7 +10,7 @@ from training.evaluation.box_ap import evaluate_boxes
 from training.evaluation.cli import main as eval_main
 from training.evaluation.coco_eval import available_backends, evaluate_keypoints, library_eval
 from training.evaluation.oks import oks_matrix
-from training.evaluation.pck import pck, pck_per_keypoint
+from training.evaluation.pck import pck
 from training.evaluation.report import worst_cases
 from training.unikpt.converters import convert
 from training.unikpt.format import Category, Image, Instance, UniKPT, save
@@ -141,8 +141,9 @@ def test_pck_by_hand():
     assert out["PCK_keypoints"] == pytest.approx(4 / 10)
     assert out["instances"] == 3 and out["keypoints"] == 10
     # per keypoint, over the instances that label it (instance 3 misses all three of its own)
-    per = pck_per_keypoint(gt, results, thr=0.2)
-    assert per == {"mouse": pytest.approx({"snout": 2 / 3, "left ear": 1 / 3, "right ear": 1 / 3, "root of tail": 0.0})}
+    assert out["per_keypoint"] == pytest.approx({"snout": 2 / 3, "left ear": 1 / 3, "right ear": 1 / 3,
+                                                 "root of tail": 0.0})
+    assert list(out["per_keypoint"]) == ["snout", "left ear", "right ear", "root of tail"]
 
 
 def test_worst_cases_and_cli(tmp_path, datasets):
@@ -167,14 +168,14 @@ def test_worst_cases_and_cli(tmp_path, datasets):
     table = (tmp_path / "eval" / "results.md").read_text()
     assert "| sleap | PCK@0.2 |" in table and "| ap10k | OKS AP | 100.0 |" in table
     # per keypoint: pooled over each dataset's categories, in the categories' keypoint order
-    per_fly = rows[0]["PCK per keypoint"]
+    per_fly = rows[0]["PCK@0.2 per keypoint"]
     assert list(per_fly) == gt.categories[0].keypoints
     assert all(0 <= v <= 1 for v in per_fly.values())
-    assert rows[1]["PCK per keypoint"] == pytest.approx({k: 1.0 for k in rows[1]["PCK per keypoint"]})
+    assert rows[1]["PCK@0.2 per keypoint"] == pytest.approx({k: 1.0 for k in rows[1]["PCK@0.2 per keypoint"]})
     ap = datasets["ap10k"]   # one row per keypoint name that some instance labels
     labelled = {c.keypoints[j] for i in ap.instances for c in ap.categories if c.id == i.category_id
                 for j in np.flatnonzero(i.keypoints[:, 2] > 0)}
-    assert set(rows[1]["PCK per keypoint"]) == labelled and len(labelled) >= 15
+    assert set(rows[1]["PCK@0.2 per keypoint"]) == labelled and len(labelled) >= 15
     assert "## sleap: PCK@0.2 per keypoint" in table and "| head |" in table
     pngs = sorted((tmp_path / "eval" / "worst").glob("*.png"))
     assert len(pngs) == 4

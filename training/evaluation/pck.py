@@ -18,7 +18,7 @@ import numpy as np
 
 from ..unikpt.format import Instance, UniKPT
 
-__all__ = ["match_by_distance", "pck", "pck_per_keypoint", "normalized_errors"]
+__all__ = ["match_by_distance", "pck", "normalized_errors"]
 
 
 def normalized_errors(inst: Instance, pred_kpts: np.ndarray | None) -> np.ndarray:
@@ -57,41 +57,22 @@ def match_by_distance(gt: UniKPT, results: Sequence[dict]) -> list[tuple[Instanc
     return pairs
 
 
-def pck(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict[str, float]:
+def pck(gt: UniKPT, results: Sequence[dict], thr: float = 0.2) -> dict:
+    """PCK per instance (mean over instances), over all keypoints, and of each keypoint name
+    ("per_keypoint", pooled over the categories that list it, in their order: which parts a
+    model misses). A missed instance counts as a miss of each of its labelled keypoints."""
     per_instance, correct, total = [], 0, 0
+    cats = {c.id: c.keypoints for c in gt.categories}
+    hits: dict[str, list[bool]] = {name: [] for c in gt.categories for name in c.keypoints}
     for inst, r in match_by_distance(gt, results):
         k = None if r is None else np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
         ok = normalized_errors(inst, k) < thr
         per_instance.append(float(ok.mean()))
         correct += int(ok.sum())
         total += ok.size
+        for j, hit in zip(np.flatnonzero(inst.keypoints[:, 2] > 0), ok):
+            hits[cats[inst.category_id][j]].append(bool(hit))
     return {"PCK": float(np.mean(per_instance)) if per_instance else -1.0,
             "PCK_keypoints": correct / total if total else -1.0,
-            "instances": len(per_instance), "keypoints": total}
-
-
-def pck_per_keypoint(gt: UniKPT, results: Sequence[dict], thr: float = 0.2, merge_categories: bool = False
-                     ) -> dict:
-    """PCK of each keypoint over the instances where it is labelled (which parts a model misses;
-    a missed instance counts as a miss of each of its labelled keypoints): {category: {keypoint:
-    PCK}}, or {keypoint: PCK} pooled over the categories that share a name with `merge_categories`."""
-    names = {c.id: (c.name, list(c.keypoints)) for c in gt.categories}
-    hits: dict[tuple, list[bool]] = {}
-    for inst, r in match_by_distance(gt, results):
-        cat, kpts = names[inst.category_id]
-        k = None if r is None else np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)
-        ok = normalized_errors(inst, k) < thr
-        for j, hit in zip(np.flatnonzero(inst.keypoints[:, 2] > 0), ok):
-            key = (kpts[j],) if merge_categories else (cat, kpts[j])
-            hits.setdefault(key, []).append(bool(hit))
-    # in the categories' own keypoint order (first listing of a name, when pooled)
-    order = {}
-    for c in gt.categories:
-        for j, name in enumerate(c.keypoints):
-            order.setdefault((name,) if merge_categories else (c.name, name), (len(order), j))
-    if merge_categories:
-        return {key[0]: float(np.mean(hits[key])) for key in sorted(hits, key=order.__getitem__)}
-    out: dict[str, dict[str, float]] = {}
-    for cat, name in sorted(hits, key=order.__getitem__):
-        out.setdefault(cat, {})[name] = float(np.mean(hits[(cat, name)]))
-    return out
+            "instances": len(per_instance), "keypoints": total,
+            "per_keypoint": {name: float(np.mean(v)) for name, v in hits.items() if v}}

@@ -15,7 +15,7 @@ from ..unikpt.stats import markdown_table
 from .box_ap import evaluate_boxes
 from .coco_eval import evaluate_keypoints, library_eval
 from .oks import oks_matrix
-from .pck import match_by_distance, normalized_errors, pck, pck_per_keypoint
+from .pck import match_by_distance, normalized_errors, pck
 
 __all__ = ["evaluate_dataset", "worst_cases", "draw_cases", "write_report", "TABLE_COLUMNS"]
 
@@ -48,8 +48,7 @@ def evaluate_dataset(gt: UniKPT, results: Sequence[dict], *, pck_thr: float = 0.
     p = pck(gt, results, thr=pck_thr)
     row[f"PCK@{pck_thr:g}"] = p["PCK"]
     row["PCK_keypoints"] = p["PCK_keypoints"]
-    row["PCK per keypoint"] = pck_per_keypoint(gt, results, thr=pck_thr, merge_categories=True)
-    row["PCK threshold"] = pck_thr
+    row[f"PCK@{pck_thr:g} per keypoint"] = p["per_keypoint"]
     if any(r.get("bbox") for r in results):
         box = evaluate_boxes(gt, results)
         row.update({"box AP": box["AP"], "box APM": box["APM"], "box APL": box["APL"]})
@@ -114,11 +113,10 @@ def _per_keypoint_tables(rows: Sequence[dict]) -> str:
     """One table per dataset: each keypoint's PCK (pooled over the dataset's categories)."""
     parts = []
     for r in rows:
-        per = r.get("PCK per keypoint")
-        if per:
-            table = [{"keypoint": k, "PCK": f"{100 * v:.1f}"} for k, v in per.items()]
-            parts.append(f"\n## {r.get('dataset', '')}: PCK@{r.get('PCK threshold', 0.2):g} per keypoint\n\n"
-                         + markdown_table(table, ["keypoint", "PCK"]) + "\n")
+        for key, per in r.items():
+            if key.endswith(" per keypoint") and per:
+                table = [{"keypoint": k, "PCK": f"{100 * v:.1f}"} for k, v in per.items()]
+                parts.append(f"\n## {r.get('dataset', '')}: {key}\n\n" + markdown_table(table, ["keypoint", "PCK"]) + "\n")
     return "".join(parts)
 
 
