@@ -42,6 +42,7 @@ setup(
             "unipose-data = training.unikpt.cli:main",
             "unipose-eval = training.evaluation.cli:main",
             "unipose-train = training.train_cli:main",
+            "unipose-train-refiner = training.heatmap_refiner_train:main",
             "unipose-mp100 = training.evaluation.mp100:main",
             "unipose-rank-supports = training.evaluation.support_ranking:main",
             "unipose-detector = unipose_ros.detector_node:main",

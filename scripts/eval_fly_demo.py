@@ -49,7 +49,7 @@ def support_prompt(video: str, frame: int, instance: int = 0):
 
 def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: float | None,
              iou_thr: float = 0.5, visual=None, speed_profile: str = "accurate", dtype: str = "float32",
-             refine="auto", compile: bool = False, refine_size="auto") -> dict:
+             refine="auto", compile: bool = False, refine_size="auto", heatmap_refiner="auto") -> dict:
     import cv2
 
     from training.dataset import SourceConfig, load_source
@@ -64,7 +64,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
     by_image = gt.instances_by_image()
     kwargs = {} if box_threshold is None else {"box_threshold": box_threshold}
     predictor = Predictor(checkpoint=checkpoint, device="cpu", dtype=dtype, refine=refine, compile=compile,
-                          refine_size=refine_size, **kwargs)
+                          refine_size=refine_size, heatmap_refiner=heatmap_refiner, **kwargs)
     if speed_profile != "accurate":
         from unipose_model.speed import apply_profile
         apply_profile(predictor, speed_profile, predictor.short_side, predictor.max_size)
@@ -97,7 +97,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "prompt": "text 'fly'" if visual is None else f"1-shot visual prompt ({visual.class_name}, {len(visual.keypoints)} keypoints)",
         "num_frames": len(per_frame), "box_threshold": predictor.box_threshold,
         "input_size": [predictor.short_side, predictor.max_size], "refine": predictor.refine,
-        "refine_size": predictor.refine_size,
+        "refine_size": predictor.refine_size, "heatmap_refiner": predictor.heatmap_refiner is not None,
         "dtype": str(predictor.dtype).replace("torch.", ""), "compiled": compile,
         "both_flies_found": both / max(1, len(per_frame)),
         "flies_found": sum(f["found"] for f in per_frame) / max(1, sum(f["flies"] for f in per_frame)),
@@ -123,6 +123,8 @@ def main(argv=None) -> int:
                    help="crop-refinement factor (0: off; default: the checkpoint's)")
     p.add_argument("--refine-size", type=int, default=None,
                    help="input size of the crop pass (default: the checkpoint's, else the first pass's)")
+    p.add_argument("--no-heatmap-refiner", action="store_true",
+                   help="keep UniPose's keypoints (skip the file's heatmap refiner, if it has one)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (the first frame compiles)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--json", help="also write the numbers to this file")
@@ -151,7 +153,8 @@ def main(argv=None) -> int:
         visual = load_visual_prompt(args.support_image, args.support_keypoints)
     out = evaluate(args.checkpoint, frames, args.video, args.box_threshold, visual=visual,
                    refine="auto" if args.refine is None else args.refine, compile=args.compile, dtype=args.dtype,
-                   refine_size="auto" if args.refine_size is None else args.refine_size)
+                   refine_size="auto" if args.refine_size is None else args.refine_size,
+                   heatmap_refiner=None if args.no_heatmap_refiner else "auto")
     if args.support_frame is not None:
         out["support"] = {"frame": args.support_frame, "instance": args.support_instance}
     elif visual is not None:

@@ -73,11 +73,15 @@ def model_file_entries(cfg, sources, negative_pool: List[str], table) -> Dict[st
 
 def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = None,
            box_threshold: Optional[float] = None, refine: Optional[float] = None,
-           refine_size: Optional[int] = None, refiner: Optional[str] = None, info: Optional[Dict[str, Any]] = None) -> Path:
-    """A trainer checkpoint (or best.pth) -> deployable file. Entries missing from `src` (older
-    checkpoints) are rebuilt from the run's config (`config`, or the one stored in `src`).
+           refine_size: Optional[int] = None, refiner: Optional[str] = None, info: Optional[Dict[str, Any]] = None,
+           heatmap_refiner: Optional[str] = None) -> Path:
+    """A trainer checkpoint (or best.pth, or a deployable file) -> deployable file. Entries missing
+    from `src` (older checkpoints) are rebuilt from the run's config (`config`, or the one stored
+    in `src`); a deployable `src` keeps its stored defaults unless new ones are given.
     refiner: a trainer checkpoint of a network for the crop-refinement pass (trained on crops
-    around one object), stored in the same file and used for the crop pass by default."""
+    around one object), stored in the same file and used for the crop pass by default.
+    heatmap_refiner: the checkpoint unipose-train-refiner wrote (a heatmap network run on each
+    detection after UniPose), stored in the same file and used by default."""
     from unipose_model.model_file import save_model_file
 
     ckpt = torch.load(src, map_location="cpu", weights_only=True)
@@ -86,11 +90,25 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
         entries = _entries_from_config(config, ckpt, Path(src).parent)
     tf = entries["text_features"]
     meta = dict(ckpt.get("info") or {})
-    meta.update({"step": ckpt.get("step"), "source_checkpoint": Path(src).name})
+    if "source_checkpoint" not in meta:  # a deployable src keeps the provenance it carries
+        meta.update({"step": ckpt.get("step"), "source_checkpoint": Path(src).name})
     if ckpt.get("metrics"):
         meta["val_metrics_during_training"] = ckpt["metrics"]
     meta.update(info or {})
+    postprocess = dict(ckpt.get("postprocess") or {})
+    postprocess.update({k: v for k, v in (("box_threshold", box_threshold), ("refine", refine),
+                                          ("refine_size", refine_size)) if v is not None})
     refiner_state, refiner_config = None, None
+    if isinstance(ckpt.get("refiner"), dict) and not refiner:
+        refiner_state, refiner_config = ckpt["refiner"]["model"], ckpt["refiner"].get("model_config")
+    heatmap_entry = ckpt.get("heatmap_refiner") if isinstance(ckpt.get("heatmap_refiner"), dict) else None
+    if heatmap_refiner:
+        other = torch.load(heatmap_refiner, map_location="cpu", weights_only=True)
+        if not isinstance(other, dict) or "spec" not in other or "model" not in other:
+            raise ValueError(f"{heatmap_refiner} is not a checkpoint of unipose-train-refiner (no 'spec')")
+        heatmap_entry = {"model": other["model"], "spec": other["spec"]}
+        meta["heatmap_refiner_checkpoint"] = (f"{Path(heatmap_refiner).parent.name}/{Path(heatmap_refiner).name} "
+                                              f"(step {other.get('step')})")
     if refiner:
         other = torch.load(refiner, map_location="cpu", weights_only=True)
         refiner_state = other["model"]
@@ -101,10 +119,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
                            features=tf["features"], text_encoder=tf["encoder"],
                            vocabulary=entries["vocabulary"], input_size=entries["input_size"],
                            info={k: v for k, v in meta.items() if v is not None}, half=half,
-                           postprocess={k: v for k, v in (("box_threshold", box_threshold), ("refine", refine),
-                                                                ("refine_size", refine_size))
-                                        if v is not None} or None,
-                           refiner=refiner_state, refiner_config=refiner_config)
+                           postprocess=postprocess or None,
+                           refiner=refiner_state, refiner_config=refiner_config, heatmap_refiner=heatmap_entry)
 
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
@@ -147,10 +163,13 @@ def main(argv=None) -> int:
                    help="input size of the crop pass to store with --refine (default: the first pass's)")
     p.add_argument("--refiner", help="trainer checkpoint of a network trained on crops around one object, "
                                       "stored in the file for the crop-refinement pass (see --refine)")
+    p.add_argument("--heatmap-refiner", help="checkpoint written by unipose-train-refiner: a heatmap network run "
+                                              "on each detection after UniPose, stored in the file")
     args = p.parse_args(argv)
     path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
                   box_threshold=args.box_threshold, refine=args.refine,
-                  refine_size=args.refine_size, refiner=args.refiner, info=json.loads(args.info) if args.info else None)
+                  refine_size=args.refine_size, refiner=args.refiner, info=json.loads(args.info) if args.info else None,
+                  heatmap_refiner=args.heatmap_refiner)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

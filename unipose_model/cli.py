@@ -78,6 +78,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine-size", type=int, default=None,
                    help="input size (pixels per side) of the crop-refinement pass (default: the checkpoint's, "
                         "else the first pass's)")
+    p.add_argument("--no-heatmap-refiner", action="store_true",
+                   help="keep UniPose's keypoints: skip the heatmap refiner stored in the checkpoint, if any")
     p.add_argument("--text-encoder", default="auto",
                    help="auto (default: the prompt features stored in the checkpoint, else clip), clip "
                         "(OpenAI CLIP ViT-B/32), hash (meaningless stand-in, no weights), or a "
@@ -129,6 +131,7 @@ def run_predict(args: argparse.Namespace) -> int:
                           max_instances=args.max_instances,
                           refine="auto" if args.refine is None else args.refine,
                           refine_size="auto" if args.refine_size is None else args.refine_size,
+                          heatmap_refiner=None if args.no_heatmap_refiner else "auto",
                           compile=args.compile)
     try:
         if visual is not None:

@@ -17,6 +17,8 @@ that key (so any official-format loader still reads it) and adds:
     "refiner":       {"model": state dict, "model_config": {...}} an optional second network for
                      the crop-refinement pass (refine.py), trained on crops around one object:
                      the top-down second stage of SLEAP-style pipelines, in the same file
+    "heatmap_refiner": {"model": state dict, "spec": {...}} an optional heatmap network run on
+                     each detection of one category after UniPose (heatmap_refiner.py)
     "info":          free-form provenance (data, split, command, metrics)
 
 Weights may be stored as float16 (half the file); loading casts them to the model's dtype.
@@ -51,6 +53,7 @@ class ModelFileInfo:
     postprocess: Dict[str, float] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
     refiner_config: Optional[Dict[str, Any]] = None           # {"name", "overrides"} when the file has one
+    heatmap_refiner_spec: Optional[Dict[str, Any]] = None     # HeatmapRefinerSpec.to_dict() when it has one
 
     def known_prompts(self) -> str:
         """'fly (head, thorax, ...)' for each category of the vocabulary: for error messages."""
@@ -90,6 +93,9 @@ def read_model_file_info(path: str | os.PathLike) -> ModelFileInfo:
     if isinstance(refiner, Mapping) and isinstance(refiner.get("model_config"), Mapping):
         cfg = refiner["model_config"]
         out.refiner_config = {"name": cfg.get("name"), "overrides": dict(cfg.get("overrides") or {})}
+    heatmap = obj.get("heatmap_refiner")
+    if isinstance(heatmap, Mapping) and isinstance(heatmap.get("spec"), Mapping):
+        out.heatmap_refiner_spec = dict(heatmap["spec"])
     return out
 
 
@@ -109,6 +115,33 @@ def load_refiner(path: str | os.PathLike):
     return model
 
 
+def load_heatmap_refiner(path: str | os.PathLike):
+    """The heatmap network stored in a model file ("heatmap_refiner"), built and loaded (float32)."""
+    from .checkpoint import CheckpointError
+
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    entry = obj.get("heatmap_refiner") if isinstance(obj, Mapping) else None
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), Mapping):
+        raise CheckpointError(f"{path} holds no heatmap refiner ('heatmap_refiner' entry)")
+    return heatmap_refiner_from_entry(entry, f"{path} (heatmap refiner)")
+
+
+def heatmap_refiner_from_entry(entry: Mapping, where: str):
+    """A HeatmapRefiner from {"model": state dict, "spec": {...}} (a model file's entry, or the
+    checkpoint unipose-train-refiner writes)."""
+    from .checkpoint import CheckpointError, load_state_dict_checked
+    from .heatmap_refiner import HeatmapRefiner, HeatmapRefinerSpec
+
+    try:
+        spec = HeatmapRefinerSpec.from_dict(dict(entry.get("spec") or {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{where}: bad heatmap refiner spec: {e}") from e
+    model = HeatmapRefiner(spec)
+    load_state_dict_checked(model, {k: v.float() if v.is_floating_point() else v for k, v in entry["model"].items()},
+                            where)
+    return model.eval()
+
+
 def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], *,
                     model_name: str, overrides: Optional[Mapping[str, Any]] = None,
                     texts: Sequence[str] = (), features: Optional[torch.Tensor] = None,
@@ -116,7 +149,8 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
                     input_size: Optional[Mapping[str, int]] = None, info: Optional[Mapping] = None,
                     half: bool = False, postprocess: Optional[Mapping[str, float]] = None,
                     refiner: Optional[Mapping[str, torch.Tensor]] = None,
-                    refiner_config: Optional[Mapping[str, Any]] = None) -> Path:
+                    refiner_config: Optional[Mapping[str, Any]] = None,
+                    heatmap_refiner: Optional[Mapping[str, Any]] = None) -> Path:
     """Write a self-describing checkpoint (official layout plus the entries above)."""
     def small(t: torch.Tensor) -> torch.Tensor:
         return t.detach().cpu().half() if half and t.is_floating_point() else t.detach().cpu()
@@ -141,6 +175,9 @@ def save_model_file(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
         cfg = dict(refiner_config or {"name": model_name, "overrides": dict(overrides or {})})
         obj["refiner"] = {"model": {k: small(v) for k, v in refiner.items()},
                           "model_config": {"name": cfg["name"], "overrides": dict(cfg.get("overrides") or {})}}
+    if heatmap_refiner is not None:
+        obj["heatmap_refiner"] = {"model": {k: small(v) for k, v in heatmap_refiner["model"].items()},
+                                  "spec": dict(heatmap_refiner["spec"])}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

@@ -155,6 +155,11 @@ class Predictor:
         refine_model: the network of the crop pass: "auto" (the checkpoint file's "refiner", a
             network trained on crops around one object, if it has one; else this model), None
             (this model) or a built module. It always runs in PyTorch.
+        heatmap_refiner: a heatmap network run on each detection of its category after UniPose
+            (and after crop refinement), whose heatmap peaks replace the keypoints it knows (see
+            heatmap_refiner.py): "auto" (the checkpoint file's, if it has one), None (off) or a
+            built :class:`~unipose_model.heatmap_refiner.HeatmapRefiner`. It always runs in
+            PyTorch; the speed profiles other than "accurate" switch it off.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
         compile: run the model through ``torch.compile`` (inductor, weights frozen as constants;
             see compiled.py): faster after a one-time compilation per input size (minutes on a
@@ -173,7 +178,7 @@ class Predictor:
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, refine: float | str | None = "auto",
                  refine_size: int | str | None = "auto", refine_model: str | nn.Module | None = "auto",
-                 batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
+                 heatmap_refiner: str | nn.Module | None = "auto", batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
@@ -232,6 +237,16 @@ class Predictor:
         elif refine_model is not None and not isinstance(refine_model, nn.Module):
             raise PredictorError(f"refine_model must be 'auto', None or an nn.Module, got {refine_model!r}")
         self.refine_model = None if refine_model is None else refine_model.to(self.device).eval()
+        if heatmap_refiner == "auto":
+            heatmap_refiner = None
+            if self.file_info.heatmap_refiner_spec and isinstance(self.checkpoint, (str, Path)):
+                from .model_file import load_heatmap_refiner
+                heatmap_refiner = load_heatmap_refiner(self.checkpoint)
+        elif heatmap_refiner is not None and not isinstance(heatmap_refiner, nn.Module):
+            raise PredictorError(f"heatmap_refiner must be 'auto', None or a HeatmapRefiner, got {heatmap_refiner!r}")
+        # as built; speed profiles other than "accurate" switch self.heatmap_refiner off and back
+        self.base_heatmap_refiner = None if heatmap_refiner is None else heatmap_refiner.to(self.device).eval()
+        self.heatmap_refiner = self.base_heatmap_refiner
         # A checkpoint that carries its prompt features also defines what its categories mean.
         self.vocabulary = None
         if self.file_info.vocabulary:
@@ -460,7 +475,19 @@ class Predictor:
             results = self._predict_rgb(rgbs, prepared, time.perf_counter() - t0)
             if self.refine:
                 self._refine(rgbs, results, prepared)
+            if self.heatmap_refiner is not None:
+                self._refine_heatmaps(rgbs, results)
             return results
+
+    def _refine_heatmaps(self, rgbs: list[np.ndarray], results: list[list[Instance]]) -> None:
+        """Replace the keypoints the heatmap refiner knows by its peaks (heatmap_refiner.py)."""
+        from .heatmap_refiner import refine_instances
+
+        t0 = time.perf_counter()
+        timing = dict(self.last_timing)
+        refine_instances(self.heatmap_refiner, rgbs, results, self.device)
+        timing["heatmap_refine_s"] = time.perf_counter() - t0
+        self.last_timing = timing
 
     def _refine(self, rgbs: list[np.ndarray], results: list[list[Instance]], prepared: PreparedPrompt) -> None:
         """Replace each detection's keypoints by those of a zoomed-in second pass (refine.py)."""

@@ -5,7 +5,8 @@ A profile scales three knobs of a loaded model, relative to its own defaults:
     number of image tokens, i.e. with the square of the scale;
   * `num_queries`, the two-stage proposals that enter the decoder;
   * `num_select`, the instances that get keypoint queries (the keypoint layers' cost);
-turns crop refinement (a second pass per detection) off except in "accurate", and may run
+turns crop refinement (a second pass per detection) and the heatmap refiner off except in
+"accurate", and may run
 the matrix products in bfloat16 (autocast; sampling positions stay float32), where
 the device does bf16 natively (CUDA, or a CPU with AVX512-BF16 / AMX): about 2x on them.
 "accurate" is the model as trained; the others change its outputs (measured cost:
@@ -58,6 +59,8 @@ def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -
     profile = get_profile(name)
     cfg = predictor.model.config
     predictor.refine = predictor.base_refine if profile.refine else None
+    if hasattr(predictor, "base_heatmap_refiner"):
+        predictor.heatmap_refiner = predictor.base_heatmap_refiner if profile.refine else None
     predictor.short_side = max(32, int(round(short_side * profile.input_scale)))
     predictor.max_size = None if not max_size else max(32, int(round(max_size * profile.input_scale)))
     if getattr(predictor, "backend", "pytorch") != "pytorch":  # exported graphs fix counts and precision
