@@ -137,3 +137,17 @@ def test_facing_angle_is_the_image_angle_of_thorax_to_head():
     assert facing_angle(kp, spec, NAMES) == pytest.approx(0.0)
     kp = np.array([[0.0, 10.0], [0.0, 0.0], [0.0, 0.0]])
     assert facing_angle(kp, spec, NAMES) == pytest.approx(math.pi / 2)
+
+
+def test_speed_profiles_keep_the_heatmap_refiner_except_the_fastest():
+    from types import SimpleNamespace
+
+    from unipose_model.speed import apply_profile
+
+    refiner = object()
+    p = SimpleNamespace(base_refine=7.5, base_heatmap_refiner=refiner, heatmap_refiner=refiner, backend="onnxruntime",
+                        model=SimpleNamespace(config=SimpleNamespace(num_queries=100, num_select=10)))
+    kept = {name: (apply_profile(p, name, 512, 512), p.heatmap_refiner is refiner, p.refine)[1:]
+            for name in ("fastest", "fast", "realtime", "accurate")}
+    assert kept == {"fastest": (False, None), "fast": (True, None), "realtime": (False, None),
+                    "accurate": (True, 7.5)}

@@ -347,6 +347,8 @@ def train(cfg: RefinerTrainConfig) -> Dict:
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        elif step % (10 * cfg.run.log_every) == 0:  # no bar (logs, CI): a line now and then
+            log.info("step %d/%d: loss %.4f (%.0f s)", step, steps, loss.item(), time.perf_counter() - t0)
         if writer is not None and step % cfg.run.log_every == 0:
             writer.add_scalar("train/loss", loss.item(), step)
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step)

@@ -159,7 +159,7 @@ class Predictor:
             (and after crop refinement), whose heatmap peaks replace the keypoints it knows (see
             heatmap_refiner.py): "auto" (the checkpoint file's, if it has one), None (off) or a
             built :class:`~unipose_model.heatmap_refiner.HeatmapRefiner`. It always runs in
-            PyTorch; the speed profiles other than "accurate" switch it off.
+            PyTorch; the speed profiles "fastest" and "realtime" switch it off.
         batch_size: most images per forward pass in :meth:`predict_batch` (bounds memory).
         compile: run the model through ``torch.compile`` (inductor, weights frozen as constants;
             see compiled.py): faster after a one-time compilation per input size (minutes on a

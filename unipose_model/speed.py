@@ -5,8 +5,9 @@ A profile scales three knobs of a loaded model, relative to its own defaults:
     number of image tokens, i.e. with the square of the scale;
   * `num_queries`, the two-stage proposals that enter the decoder;
   * `num_select`, the instances that get keypoint queries (the keypoint layers' cost);
-turns crop refinement (a second pass per detection) and the heatmap refiner off except in
-"accurate", and may run
+turns crop refinement (a second pass per detection) off except in "accurate" and the heatmap
+refiner (a small network per detection, ~25 ms per fly on a 2-core CPU) off in "fastest" and
+"realtime", and may run
 the matrix products in bfloat16 (autocast; sampling positions stay float32), where
 the device does bf16 natively (CUDA, or a CPU with AVX512-BF16 / AMX): about 2x on them.
 "accurate" is the model as trained; the others change its outputs (measured cost:
@@ -25,16 +26,18 @@ class SpeedProfile:
     select_scale: float    # x the model's num_select
     bfloat16: bool = False  # matrix products in bf16 where the device supports it natively
     refine: bool = False    # keep crop refinement (refine.py) if the predictor has it: 1 + N passes
+    heatmap_refine: bool = False  # keep the heatmap refiner (heatmap_refiner.py) if the predictor has one
 
     def describe(self) -> str:
         return (f"{self.name}: input x{self.input_scale:g}, proposals x{self.query_scale:g}, "
                 f"keypoint instances x{self.select_scale:g}" + (", bfloat16" if self.bfloat16 else "")
-                + ("" if self.refine else ", no crop refinement"))
+                + ("" if self.refine else ", no crop refinement")
+                + ("" if self.heatmap_refine else ", no heatmap refiner"))
 
 
 PROFILES = {p.name: p for p in (
-    SpeedProfile("accurate", 1.0, 1.0, 1.0, refine=True),
-    SpeedProfile("fast", 0.6, 1 / 3, 0.4),
+    SpeedProfile("accurate", 1.0, 1.0, 1.0, refine=True, heatmap_refine=True),
+    SpeedProfile("fast", 0.6, 1 / 3, 0.4, heatmap_refine=True),
     SpeedProfile("fastest", 0.4, 1 / 9, 0.2),
     # 0.35: the input at which Swin-T reaches 2 frames/s on a 2-core AVX512-BF16 CPU (BENCHMARKS.md)
     SpeedProfile("realtime", 0.35, 1 / 9, 0.2, bfloat16=True),
@@ -60,7 +63,7 @@ def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -
     cfg = predictor.model.config
     predictor.refine = predictor.base_refine if profile.refine else None
     if hasattr(predictor, "base_heatmap_refiner"):
-        predictor.heatmap_refiner = predictor.base_heatmap_refiner if profile.refine else None
+        predictor.heatmap_refiner = predictor.base_heatmap_refiner if profile.heatmap_refine else None
     predictor.short_side = max(32, int(round(short_side * profile.input_scale)))
     predictor.max_size = None if not max_size else max(32, int(round(max_size * profile.input_scale)))
     if getattr(predictor, "backend", "pytorch") != "pytorch":  # exported graphs fix counts and precision

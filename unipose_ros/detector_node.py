@@ -146,7 +146,8 @@ class DetectorNode(LifecycleNode):
                                 runtime_value(predictor, "max_size", values["max_size"]))
         self.get_logger().info(f"speed profile {profile.describe()}: input short side {predictor.short_side}, "
                                f"max {predictor.max_size}, box threshold {predictor.box_threshold:g}, "
-                               f"crop refinement {predictor.refine or 'off'}")
+                               f"crop refinement {predictor.refine or 'off'}, heatmap refiner "
+                               f"{'on' if getattr(predictor, 'heatmap_refiner', None) is not None else 'off'}")
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:

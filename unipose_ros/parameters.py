@@ -72,7 +72,8 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "short_side/max_size), fast (input x0.6, a third of the proposals, 40 % of the keypoint "
           "instances), fastest (input x0.4, proposals / 9, instances x0.2) or realtime (input x0.35, "
           "proposals / 9, instances x0.2, bfloat16 matrix products where the CPU/GPU has native bf16); "
-          "all but accurate skip crop refinement. Measured cost: docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
+          "all but accurate skip crop refinement, fastest and realtime also the model file's heatmap "
+          "refiner. Measured cost: docs/BENCHMARKS.md.", runtime=True, choices=("accurate", "fast", "fastest", "realtime")),
     Param("max_rate", 0.0, "Maximum processing rate in Hz (0: as fast as frames and the model "
           "allow). Frames in between are dropped.", runtime=True, range=(0.0, 1000.0)),
     # input
