@@ -10,7 +10,8 @@
   plain path (the reference grid_sample sampling core) in the same run.
 * Accuracy cost, where it can be measured here: the bundled fly model (text prompt "fly") on the
   held-out fly frames, per profile: PCK@0.2, both flies found, seconds per frame; plus "accurate"
-  without the file's crop refinement (unipose_model/refine.py; the other profiles skip it) and the
+  without the file's heatmap refiner (unipose_model/heatmap_refiner.py; fastest and realtime skip
+  it), with and without crop refinement (unipose_model/refine.py; only accurate runs it), and the
   full input in bfloat16 alone (the precision's own cost, apart from the smaller input).
 Each configuration runs in one process, one after the other, with `--threads` torch threads.
 """
@@ -72,14 +73,17 @@ def _resized(h, w, short, max_size):
     return compute_resize(w, h, short, max_size)
 
 
-def fly_accuracy(profile: str, frames: str, dtype: str = "float32", refine="auto") -> dict:
+def fly_accuracy(profile: str, frames: str, dtype: str = "float32", refine="auto", heatmap=True) -> dict:
     from eval_fly_demo import evaluate, frame_range
     from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO
 
     out = evaluate(str(BUNDLED_CHECKPOINT), frame_range(frames), str(BUNDLED_VIDEO), None, speed_profile=profile,
-                   dtype=dtype, refine=refine)
-    label = profile + (f" in {dtype}" if dtype != "float32" else "") + (", refinement off" if refine == 0 else "")
-    return {"profile": label, "input": out["input_size"], "refine": out["refine"], "PCK@0.2": out["PCK@0.2"],
+                   dtype=dtype, refine=refine, heatmap_refiner="auto" if heatmap else None)
+    label = (profile + (f" in {dtype}" if dtype != "float32" else "") + ("" if heatmap else ", no heatmap refiner")
+             + (f", crop refinement {refine:g}" if refine not in ("auto", 0) else "")
+             + (", crop refinement off" if refine == 0 else ""))
+    return {"profile": label, "input": out["input_size"], "refine": out["refine"],
+            "heatmap_refiner": out["heatmap_refiner"], "PCK@0.2": out["PCK@0.2"],
             "both_flies_found": out["both_flies_found"], "seconds_per_frame": out["seconds_per_frame"],
             "frames": frames}
 
@@ -109,10 +113,11 @@ def markdown(swint: list, fly: list, threads: int) -> str:
                   + " (once per input size and profile; inductor caches it on disk for later processes)."]
     if fly:
         lines += ["", f"Accuracy cost, bundled fly model (`fly`, held-out frames {fly[0]['frames']}):", "",
-                  "| profile | input (short / max) | crop refinement | PCK@0.2 | both flies found | s/frame |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| profile | input (short / max) | crop refinement | heatmap refiner | PCK@0.2 | both flies found | s/frame |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in fly:
-            lines.append(f"| {r['profile']} | {r['input'][0]} / {r['input'][1]} | {r['refine'] or 'off'} | {r['PCK@0.2']:.3f} | "
+            lines.append(f"| {r['profile']} | {r['input'][0]} / {r['input'][1]} | {r['refine'] or 'off'} | "
+                         f"{'on' if r['heatmap_refiner'] else 'off'} | {r['PCK@0.2']:.3f} | "
                          f"{r['both_flies_found']:.3f} | {r['seconds_per_frame']:.3f} |")
     lines += ["", "The input-size cost is the model's: the fly model was trained with the flies at one scale "
               "(~47 px), so at 0.6x input it loses them. The official Swin-T was trained on 480-800 px "
@@ -154,13 +159,13 @@ def main(argv=None) -> int:
     fly = []
     if args.fly_frames:
         from unipose_model.predictor import cpu_supports_bf16
-        runs = [(name, "float32", "auto") for name in profiles]
-        if "accurate" in profiles:  # the file's crop refinement (accurate only), and without it
-            runs.insert(1, ("accurate", "float32", 0))
+        runs = [(name, "float32", "auto", True) for name in profiles]
+        if "accurate" in profiles:  # UniPose alone, with and without crop refinement (accurate only)
+            runs[1:1] = [("accurate", "float32", 7.5, False), ("accurate", "float32", 0, False)]
             if cpu_supports_bf16():
-                runs.insert(2, ("accurate", "bfloat16", "auto"))
-        for name, dtype, refine in runs:
-            fly.append(fly_accuracy(name, args.fly_frames, dtype, refine))
+                runs.insert(3, ("accurate", "bfloat16", "auto", True))
+        for name, dtype, refine, heatmap in runs:
+            fly.append(fly_accuracy(name, args.fly_frames, dtype, refine, heatmap))
             print(json.dumps(fly[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"swint": swint, "fly": fly}, indent=1))

@@ -311,8 +311,12 @@ def train(cfg: RefinerTrainConfig) -> Dict:
     model = HeatmapRefiner(spec)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps = cfg.optim.steps
+    if steps < 2:
+        raise ValueError(f"optim.steps must be at least 2, got {steps}")
+    # warm-up over warmup_fraction of the steps, then cosine down; the bounds keep both phases
+    # at least one step long in very short runs (tests)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.optim.lr, total_steps=steps,
-                                                pct_start=max(cfg.optim.warmup_fraction, 2.0 / steps))
+                                                pct_start=min(max(cfg.optim.warmup_fraction, 2.0 / steps), 0.75))
     writer = None
     try:
         from torch.utils.tensorboard import SummaryWriter

@@ -45,7 +45,8 @@ class HeatmapRefinerSpec:
             object.__setattr__(self, "align", tuple(self.align))
             missing = [n for n in self.align if n not in self.keypoints]
             if len(self.align) != 2 or missing:
-                raise ValueError(f"align must name two of the refiner's keypoints, got {self.align}")
+                raise ValueError(f"align must name two of the keypoints of {self.category!r} "
+                                 f"({', '.join(self.keypoints)}), got {list(self.align)}")
         if len(self.widths) != 5:
             raise ValueError(f"widths must have 5 entries, got {self.widths}")
         if self.input_size % 16:

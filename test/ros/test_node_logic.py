@@ -206,7 +206,7 @@ def test_default_parameters_take_the_model_files_threshold_and_input_size():
     assert runtime_value(predictor, "short_side", 0) == info.input_size["short_side"]
     assert runtime_value(predictor, "max_size", 0) is None
     assert runtime_value(predictor, "max_size", -1) == info.input_size["max_size"]
-    assert predictor.refine == info.postprocess.get("refine") and runtime_value(predictor, "refine", 0.0) is None
+    assert predictor.refine == (info.postprocess.get("refine") or None) and runtime_value(predictor, "refine", 0.0) is None
     assert runtime_value(predictor, "refine", 4.0) == 4.0
 
 

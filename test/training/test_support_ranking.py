@@ -52,12 +52,12 @@ def test_ranks_real_supports_and_writes_a_usable_support(tmp_path):
     labels.write_text(json.dumps(scrambled))
     out = tmp_path / "best"
     rc = sr.main(["--labels", str(labels), "--images", str(LABELS.parent), "--support", "1040:0", "1000",
-                  "--eval-images", "2", "--refine", "0", "--threads", "1", "--out", str(out)])
+                  "--eval-images", "2", "--refine", "0", "--no-heatmap-refiner", "--threads", "1", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "ranking.json").read_text())
     rows = report["ranking"]
     assert [r["support"] for r in rows] == ["1000:0", "1040:0"]
-    assert rows[0]["PCK@0.2"] > 0.6 > rows[1]["PCK@0.2"]
+    assert rows[0]["PCK@0.2"] > 0.6 > rows[1]["PCK@0.2"]   # UniPose's keypoints: the support's own effect
     assert rows[0]["found"] == 1.0 and rows[0]["images"] == 2
 
     from unipose_model.visual_prompt import load_visual_prompt

@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model configuration, for checkpoints that do not name one")
     p.add_argument("--refine", type=float, default=None, help="crop refinement factor (0: off; default: the model "
                                                               "file's)")
+    p.add_argument("--no-heatmap-refiner", action="store_true",
+                   help="score the supports with UniPose's own keypoints (skip the model file's heatmap refiner, "
+                        "which places keypoints itself and so hides much of what a support changes)")
     p.add_argument("--pck-thr", type=float, default=0.2)
     p.add_argument("--out", required=True, help="folder for ranking.json and the best support (support.json, "
                                                 "and support.png unless it is a video frame)")
@@ -262,7 +265,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    kwargs = {"refine": "auto" if args.refine is None else args.refine}
+    kwargs = {"refine": "auto" if args.refine is None else args.refine,
+              "heatmap_refiner": None if args.no_heatmap_refiner else "auto"}
     if args.model:
         kwargs["model"] = args.model
     try:
