@@ -98,11 +98,14 @@ def test_refine_instances_maps_peaks_back_to_the_image_for_its_category_only():
     subset = Instance("bug", 0, 0.8, (180.0, 130.0, 240.0, 170.0), kp[[1, 0]].copy(), ("thorax", "head"))
     other = Instance("cat", 1, 0.9, (180.0, 130.0, 240.0, 170.0), kp.copy(), NAMES)
     no_facing = Instance("bug", 0, 0.7, (180.0, 130.0, 240.0, 170.0), kp[[2]].copy(), ("tip",))
-    results = [[mine, subset, other, no_facing]]
-    assert refine_instances(_BrightestPixel(spec), [image], results) == 2
+    # a visual prompt's own spelling of the names (SLEAP/DeepLabCut style) still matches
+    spelled = Instance("bug", 0, 0.6, (180.0, 130.0, 240.0, 170.0), kp[[2, 1, 0]].copy(), ("Tip", "THORAX", "head"))
+    results = [[mine, subset, other, no_facing, spelled]]
+    assert refine_instances(_BrightestPixel(spec), [image], results) == 3
     assert np.allclose(mine.keypoints[:, :2], [209.5, 149.5], atol=1.2)   # a 2-px heatmap cell, rotated
     assert np.allclose(mine.keypoints[:, 2], 0.9)                         # scores kept
     assert np.allclose(subset.keypoints[:, :2], [209.5, 149.5], atol=1.2)
+    assert np.allclose(spelled.keypoints[:, :2], [209.5, 149.5], atol=1.2)
     assert np.array_equal(other.keypoints, kp) and np.array_equal(no_facing.keypoints, kp[[2]])
 
 

@@ -8,8 +8,9 @@ keypoint, so it finds a limb where it *is*. It needs the detector for two things
 object (the crop is centred on its box) and which way it faces (the crop is rotated so that
 the `align` keypoints, e.g. thorax -> head, point up, which makes left and right unambiguous).
 
-It refines the keypoints of one category, named by keypoint; instances of other categories or
-prompts missing the align keypoints keep UniPose's keypoints. Pure PyTorch + OpenCV, no ROS.
+It refines the keypoints of one category, matched by name (in canonical form: 'wingL' is 'left
+wing'); instances of other categories or prompts missing the align keypoints keep UniPose's
+keypoints. Pure PyTorch + OpenCV, no ROS.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .vocabulary import canonical_keypoint_name
 
 MAX_REFINED_PER_IMAGE = 20  # best-scoring detections refined per image: bounds the cost in crowds
 
@@ -124,8 +127,9 @@ def facing_angle(keypoints_xy: np.ndarray, spec: HeatmapRefinerSpec, names: Sequ
     keypoints; None when the refiner has no align pair or the instance lacks one of them."""
     if spec.align is None:
         return 0.0 - math.pi / 2  # no rotation: "up" stays up
+    own = [canonical_keypoint_name(n) for n in names]
     try:
-        a, b = (list(names).index(n) for n in spec.align)
+        a, b = (own.index(canonical_keypoint_name(n)) for n in spec.align)
     except ValueError:
         return None
     d = keypoints_xy[b, :2] - keypoints_xy[a, :2]
@@ -223,6 +227,8 @@ def refine_instances(refiner: HeatmapRefiner, images: Sequence[np.ndarray], resu
     ``label``, ``box``, ``keypoints`` (K, 3) and ``keypoint_names``) of its category, by the
     heatmap peaks of one crop per instance. Returns how many instances were refined."""
     spec = refiner.spec
+    # names as a visual prompt's file may spell them ('wingL' is 'left wing')
+    known = {canonical_keypoint_name(n): j for j, n in enumerate(spec.keypoints)}
     crops, owners = [], []
     for image, instances in zip(images, results):
         grey = None
@@ -230,7 +236,7 @@ def refine_instances(refiner: HeatmapRefiner, images: Sequence[np.ndarray], resu
             if inst.label != spec.category:
                 continue
             names = list(inst.keypoint_names)
-            columns = [(i, spec.keypoints.index(n)) for i, n in enumerate(names) if n in spec.keypoints]
+            columns = [(i, known[n]) for i, n in enumerate(map(canonical_keypoint_name, names)) if n in known]
             angle = facing_angle(inst.keypoints, spec, names)
             if not columns or angle is None:
                 continue

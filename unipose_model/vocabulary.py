@@ -56,6 +56,31 @@ def normalize_name(text: str) -> str:
     return " ".join(text.replace("_", " ").lower().split())
 
 
+def canonical_keypoint_name(raw: str) -> str:
+    """A descriptive text form of a raw keypoint name: 'eyeL' -> 'left eye', 'L_F_Paw' -> 'left f paw',
+    'forelegR4' -> 'right foreleg 4', 'leftear' -> 'left ear'. Side words move to the front."""
+    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", raw.strip())
+    text = re.sub(r"([A-Za-z])(\d)", r"\1 \2", text)
+    side, words = None, []
+    for token in re.split(r"[\s_\-.]+", text.lower()):
+        if not token:
+            continue
+        if token in ("l", "left"):
+            side = "left"
+        elif token in ("r", "right"):
+            side = "right"
+        elif token.startswith("left") and len(token) > 4:
+            side, token = "left", token[4:]
+            words.append(token)
+        elif token.startswith("right") and len(token) > 5:
+            side, token = "right", token[5:]
+            words.append(token)
+        else:
+            words.append(token)
+    name = " ".join(words)
+    return f"{side} {name}".strip() if side else name
+
+
 def category_key(text: str) -> str:
     """Lookup key of a category: like normalize_name, and '-' also reads as a space."""
     return normalize_name(text.replace("-", " "))

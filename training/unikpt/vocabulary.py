@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from unipose_model.vocabulary import KeypointSet, Vocabulary, VocabularyError, category_key, normalize_name
+from unipose_model.vocabulary import (KeypointSet, Vocabulary, VocabularyError, canonical_keypoint_name,
+                                      category_key, normalize_name)
 
 __all__ = ["UniKPTVocabulary", "DatasetSpec", "DEFAULT_UNIKPT_VOCABULARY", "canonical_keypoint_name",
            "VocabularyError"]
@@ -44,31 +44,6 @@ class DatasetSpec:
     url: str = ""
     paper: str = ""
     parts: dict[str, str] | None = None
-
-
-def canonical_keypoint_name(raw: str) -> str:
-    """A descriptive text form of a raw keypoint name: 'eyeL' -> 'left eye', 'L_F_Paw' -> 'left f paw',
-    'forelegR4' -> 'right foreleg 4', 'leftear' -> 'left ear'. Side words move to the front."""
-    text = re.sub(r"([a-z])([A-Z])", r"\1 \2", raw.strip())
-    text = re.sub(r"([A-Za-z])(\d)", r"\1 \2", text)
-    side, words = None, []
-    for token in re.split(r"[\s_\-.]+", text.lower()):
-        if not token:
-            continue
-        if token in ("l", "left"):
-            side = "left"
-        elif token in ("r", "right"):
-            side = "right"
-        elif token.startswith("left") and len(token) > 4:
-            side, token = "left", token[4:]
-            words.append(token)
-        elif token.startswith("right") and len(token) > 5:
-            side, token = "right", token[5:]
-            words.append(token)
-        else:
-            words.append(token)
-    name = " ".join(words)
-    return f"{side} {name}".strip() if side else name
 
 
 class UniKPTVocabulary:
