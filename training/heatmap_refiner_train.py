@@ -62,6 +62,7 @@ class RefinerOptimConfig:
 @dataclass
 class RefinerRunConfig:
     out_dir: str = "outputs/heatmap_refiner"
+    device: str = "auto"           # auto (CUDA when available), cpu, cuda, cuda:1, ...
     seed: int = 0
     threads: int = 0               # torch threads; 0 = torch's default
     eval_every: int = 500
@@ -245,7 +246,7 @@ def make_sample(obj: ObjectPatch, spec, aug: Optional[RefinerAugmentConfig], rng
 
 
 def pck_on_patches(model, patches: Sequence[ObjectPatch], spec, names, threshold: float = 0.2,
-                   batch: int = 64) -> Dict[str, float]:
+                   batch: int = 64, device="cpu") -> Dict[str, float]:
     """PCK of the refiner on crops from the labelled boxes and facing (no detector in the loop)."""
     import torch
 
@@ -258,8 +259,8 @@ def pck_on_patches(model, patches: Sequence[ObjectPatch], spec, names, threshold
         for start in range(0, len(patches), batch):
             chunk = patches[start:start + batch]
             samples = [make_sample(p, spec, None, None, names) for p in chunk]
-            x = torch.from_numpy(np.stack([s[0] for s in samples]))[:, None]
-            points, _ = decode_heatmaps(model(x).float(), spec.input_size)
+            x = torch.from_numpy(np.stack([s[0] for s in samples]))[:, None].to(device)
+            points, _ = decode_heatmaps(model(x).float().cpu(), spec.input_size)
             for obj, (_, _, _, affine), xy in zip(chunk, samples, points):
                 image_xy = apply_affine(invert_affine(affine), xy)
                 vis = obj.keypoints[:, 2] > 0
@@ -308,7 +309,9 @@ def train(cfg: RefinerTrainConfig) -> Dict:
     weights = np.array([p.weight for p in train_patches])
     weights /= weights.sum()
 
-    model = HeatmapRefiner(spec)
+    device = torch.device("cuda" if cfg.run.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if cfg.run.device == "auto" else cfg.run.device)
+    model = HeatmapRefiner(spec).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps = cfg.optim.steps
     if steps < 2:
@@ -337,8 +340,8 @@ def train(cfg: RefinerTrainConfig) -> Dict:
             crop, xy, vis, _ = make_sample(train_patches[i], spec, cfg.augment, rng, names)
             crops.append(crop)
             targets.append(gaussian_targets(xy, vis, spec, cfg.augment.sigma))
-        x = torch.from_numpy(np.stack(crops))[:, None]
-        y = torch.from_numpy(np.stack(targets))
+        x = torch.from_numpy(np.stack(crops))[:, None].to(device)
+        y = torch.from_numpy(np.stack(targets)).to(device)
         # peaks are 1 on a background of 0: scaled so the loss reads in units of ~1
         loss = F.mse_loss(model(x), y) * 1000.0
         opt.zero_grad(set_to_none=True)
@@ -357,7 +360,7 @@ def train(cfg: RefinerTrainConfig) -> Dict:
             writer.add_scalar("train/loss", loss.item(), step)
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
         if val_patches and (step % cfg.run.eval_every == 0 or step == steps):
-            score = pck_on_patches(model, val_patches, spec, names)
+            score = pck_on_patches(model, val_patches, spec, names, device=device)
             history.append({"step": step, "val_pck@0.2": round(score["pck"], 4)})
             log.info("step %d: loss %.4f, validation PCK@0.2 %.4f (labelled boxes)", step, loss.item(), score["pck"])
             if writer is not None:
@@ -366,14 +369,14 @@ def train(cfg: RefinerTrainConfig) -> Dict:
         bar.close()
     seconds = time.perf_counter() - t0
     path = out_dir / "refiner.pth"
-    torch.save({"model": model.state_dict(), "spec": spec.to_dict(), "step": steps,
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec.to_dict(), "step": steps,
                 "config": cfg.to_dict(), "train_seconds": round(seconds, 1)}, path)
     result = {"checkpoint": str(path), "steps": steps, "train_seconds": round(seconds, 1),
               "train_objects": len(train_patches), "val_objects": len(val_patches), "history": history,
               # mean of the first and of the last (up to) 20 steps' losses
               "loss_first": round(float(np.mean(losses[:20])), 4), "loss_last": round(float(np.mean(losses[-20:])), 4)}
     if val_patches:
-        result["val"] = pck_on_patches(model, val_patches, spec, names)
+        result["val"] = pck_on_patches(model, val_patches, spec, names, device=device)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     if writer is not None:
         writer.close()

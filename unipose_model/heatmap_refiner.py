@@ -126,7 +126,7 @@ def facing_angle(keypoints_xy: np.ndarray, spec: HeatmapRefinerSpec, names: Sequ
     """The image angle (radians) of the align direction (e.g. thorax -> head) from an instance's
     keypoints; None when the refiner has no align pair or the instance lacks one of them."""
     if spec.align is None:
-        return 0.0 - math.pi / 2  # no rotation: "up" stays up
+        return -math.pi / 2  # no rotation: "up" stays up
     own = [canonical_keypoint_name(n) for n in names]
     try:
         a, b = (own.index(canonical_keypoint_name(n)) for n in spec.align)

@@ -95,7 +95,7 @@ run: {{out_dir: {tmp_path / 'run'}, eval_every: 30, progress: false, threads: 1}
 
     model_file = export(str(BUNDLED_CHECKPOINT), str(tmp_path / "fly.pth"),
                         heatmap_refiner=result["checkpoint"])
-    plain = Predictor(checkpoint=str(BUNDLED_CHECKPOINT), device="cpu", refine=0)
+    plain = Predictor(checkpoint=str(BUNDLED_CHECKPOINT), device="cpu", refine=0, heatmap_refiner=None)
     refined = Predictor(checkpoint=str(model_file), device="cpu", refine=0)
     assert refined.heatmap_refiner is not None and refined.box_threshold == plain.box_threshold
     frame = read_video_frame(str(BUNDLED_VIDEO), 1300, color="rgb")
