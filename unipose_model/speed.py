@@ -6,7 +6,7 @@ A profile scales three knobs of a loaded model, relative to its own defaults:
   * `num_queries`, the two-stage proposals that enter the decoder;
   * `num_select`, the instances that get keypoint queries (the keypoint layers' cost);
 turns crop refinement (a second pass per detection) off except in "accurate" and the heatmap
-refiner (a small network per detection, ~25 ms per fly on a 2-core CPU) off in "fastest" and
+refiner (a small network per detection, ~20 ms per fly on a 2-core CPU) off in "fastest" and
 "realtime", and may run
 the matrix products in bfloat16 (autocast; sampling positions stay float32), where
 the device does bf16 natively (CUDA, or a CPU with AVX512-BF16 / AMX): about 2x on them.
