@@ -216,8 +216,9 @@ def make_sample(obj: ObjectPatch, spec, aug: Optional[RefinerAugmentConfig], rng
     from unipose_model.heatmap_refiner import apply_affine, crop_affine, facing_angle, warp_crop
 
     visible = obj.keypoints[:, 2] > 0
-    angle = facing_angle(obj.keypoints, spec, names) if spec.align is None or visible[
-        [list(names).index(n) for n in spec.align]].all() else None
+    # an unlabelled align keypoint sits at (0, 0) in the labels: no facing to take from them
+    facing_known = spec.align is None or all(visible[list(names).index(n)] for n in spec.align)
+    angle = facing_angle(obj.keypoints, spec, names) if facing_known else None
     scale, shift = 1.0, (0.0, 0.0)
     if aug is not None:
         if angle is None or spec.align is None:  # nothing to align on: any orientation

@@ -103,9 +103,13 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
         refiner_state, refiner_config = ckpt["refiner"]["model"], ckpt["refiner"].get("model_config")
     heatmap_entry = ckpt.get("heatmap_refiner") if isinstance(ckpt.get("heatmap_refiner"), dict) else None
     if heatmap_refiner:
+        from unipose_model.model_file import heatmap_refiner_from_entry
+
         other = torch.load(heatmap_refiner, map_location="cpu", weights_only=True)
         if not isinstance(other, dict) or "spec" not in other or "model" not in other:
-            raise ValueError(f"{heatmap_refiner} is not a checkpoint of unipose-train-refiner (no 'spec')")
+            raise ValueError(f"{heatmap_refiner} is not a checkpoint of unipose-train-refiner (it has no "
+                             f"'spec' and 'model' entries); pass the refiner.pth that command wrote")
+        heatmap_refiner_from_entry(other, heatmap_refiner)  # a mismatched or corrupt one fails here, not in use
         heatmap_entry = {"model": other["model"], "spec": other["spec"]}
         meta["heatmap_refiner_checkpoint"] = (f"{Path(heatmap_refiner).parent.name}/{Path(heatmap_refiner).name} "
                                               f"(step {other.get('step')})")
@@ -166,10 +170,14 @@ def main(argv=None) -> int:
     p.add_argument("--heatmap-refiner", help="checkpoint written by unipose-train-refiner: a heatmap network run "
                                               "on each detection after UniPose, stored in the file")
     args = p.parse_args(argv)
-    path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
-                  box_threshold=args.box_threshold, refine=args.refine,
-                  refine_size=args.refine_size, refiner=args.refiner, info=json.loads(args.info) if args.info else None,
-                  heatmap_refiner=args.heatmap_refiner)
+    try:
+        path = export(args.checkpoint, args.output, half=not args.float32, config=args.config,
+                      box_threshold=args.box_threshold, refine=args.refine,
+                      refine_size=args.refine_size, refiner=args.refiner,
+                      info=json.loads(args.info) if args.info else None, heatmap_refiner=args.heatmap_refiner)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: CheckpointError too
+        print(f"model_export: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return 0
 

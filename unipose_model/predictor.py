@@ -178,7 +178,8 @@ class Predictor:
                  short_side: int | None = None, max_size: int | None | str = "auto",
                  max_instances: int | None = None, refine: float | str | None = "auto",
                  refine_size: int | str | None = "auto", refine_model: str | nn.Module | None = "auto",
-                 heatmap_refiner: str | nn.Module | None = "auto", batch_size: int = 8, prompt_cache_size: int = 64, compile: bool | str = False,
+                 heatmap_refiner: str | nn.Module | None = "auto", batch_size: int = 8,
+                 prompt_cache_size: int = 64, compile: bool | str = False,
                  backend: str = "pytorch", backend_options: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)

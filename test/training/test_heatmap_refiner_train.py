@@ -109,3 +109,22 @@ run: {{out_dir: {tmp_path / 'run'}, eval_every: 30, progress: false, threads: 1}
     assert "heatmap_refine_s" in refined.last_timing
     off = Predictor(checkpoint=str(model_file), device="cpu", refine=0, heatmap_refiner=None)
     assert np.allclose(off.predict(frame, "fly")[0].keypoints, a[0].keypoints)
+
+
+def test_export_refuses_a_file_that_is_not_a_matching_refiner(tmp_path, capsys):
+    """A wrong --heatmap-refiner is named at export time, not when a user loads the model."""
+    import torch
+
+    from training.model_export import main as export_main
+    from unipose_model.heatmap_refiner import HeatmapRefiner
+    from unipose_model.model_file import BUNDLED_CHECKPOINT
+
+    not_refiner = tmp_path / "plain.pth"
+    torch.save({"model": {}}, not_refiner)
+    assert export_main([str(BUNDLED_CHECKPOINT), str(tmp_path / "a.pth"), "--heatmap-refiner", str(not_refiner)]) == 2
+    assert "not a checkpoint of unipose-train-refiner" in capsys.readouterr().err
+    mismatched = tmp_path / "mismatched.pth"   # weights of a wider network under this spec
+    wide = HeatmapRefiner(HeatmapRefinerSpec(**{**SPEC.to_dict(), "widths": (8, 8, 8, 8, 8)}))
+    torch.save({"model": wide.state_dict(), "spec": SPEC.to_dict()}, mismatched)
+    assert export_main([str(BUNDLED_CHECKPOINT), str(tmp_path / "b.pth"), "--heatmap-refiner", str(mismatched)]) == 2
+    assert "mismatched.pth" in capsys.readouterr().err and not (tmp_path / "b.pth").exists()
