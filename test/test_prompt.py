@@ -31,7 +31,7 @@ def test_classes_with_different_sets_get_separate_groups():
     assert p.classes == ("person", "face")
     assert [(g.class_indices, len(g.keypoints), g.set_id) for g in p.groups] == [
         ((0,), 17, "person"), ((1,), 68, "face")]
-    assert p.group_of(1).keypoints[8] == "chin"
+    assert p.group_of(1).keypoints[8] == "chin center"
 
 
 def test_classes_with_the_same_set_share_a_group():
@@ -116,7 +116,7 @@ def test_duplicate_classes_are_merged():
 def test_plural_and_spelling_variants_resolve():
     p = parse_prompt("Cats; Swivel-Chair")
     assert p.classes == ("cats", "swivel-chair")  # the model sees the text as written
-    assert [g.set_id for g in p.groups] == ["animal", "swivel_chair"]
+    assert [g.set_id for g in p.groups] == ["animal", "swivelchair"]
 
 
 def test_custom_vocabulary():

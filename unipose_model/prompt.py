@@ -27,6 +27,11 @@ one keypoint pass per group. Classes with the same keypoint list share a group.
 Skeletons: a group's skeleton is given explicitly (JSON / prompt_from_parts) or derived: the
 links among its keypoints in the vocabulary set of the group's first class that has one.
 Keypoint names that are not in that set just have no links.
+
+Keypoint names of a class with a vocabulary set are read through that set: case, ' and ’,
+and earlier names (the set's aliases: "hand: thumb base" is "thumb root") all give the set's
+own name, and the model gets the set's text for it (`KeypointGroup.texts`). A set's hidden
+keypoints (the car's two "none") are sent with the full set and left out of `keypoints`.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .vocabulary import KeypointSet, Vocabulary, normalize_name
+from .vocabulary import KeypointSet, Vocabulary, keypoint_key, normalize_name
 
 __all__ = ["KeypointGroup", "Prompt", "PromptError", "parse_prompt", "prompt_from_parts",
            "MAX_CLASSES", "MAX_KEYPOINTS"]
@@ -55,9 +60,23 @@ class PromptError(ValueError):
 @dataclass(frozen=True)
 class KeypointGroup:
     class_indices: tuple[int, ...]      # indices into Prompt.classes, ascending
-    keypoints: tuple[str, ...]          # names as fed to the text encoder
+    keypoints: tuple[str, ...]          # names users see (results, drawing, messages)
     skeleton: tuple[Link, ...]          # links as indices into `keypoints`
     set_id: str | None                  # vocabulary set id when `keypoints` is that full set
+    # The model's keypoint text when it differs from `keypoints` (a set's verbatim text, hidden
+    # keypoints included), and which of its slots `keypoints` are; empty = the same as keypoints.
+    texts: tuple[str, ...] = ()
+    shown: tuple[int, ...] = ()
+
+    @property
+    def model_texts(self) -> tuple[str, ...]:
+        """The keypoint names the text encoder gets, in model slot order."""
+        return self.texts or self.keypoints
+
+    @property
+    def model_slots(self) -> tuple[int, ...]:
+        """The model slot of each entry of `keypoints`."""
+        return self.shown or tuple(range(len(self.keypoints)))
 
 
 @dataclass(frozen=True)
@@ -195,6 +214,34 @@ class _Entry:
     keypoints: tuple[str, ...]
     skeleton: tuple[Link, ...] | None   # None: derive from the vocabulary
     where: str                          # for error messages
+    texts: tuple[str, ...] = ()         # see KeypointGroup
+    shown: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> tuple:
+        return self.keypoints, self.texts, self.shown
+
+
+def _set_entry(name: str, kset: KeypointSet, where: str) -> _Entry:
+    """A class with its set's full keypoint list (hidden keypoints sent, not shown)."""
+    shown = kset.shown
+    names = tuple(kset.keypoints[i] for i in shown)
+    texts = kset.prompt_texts if kset.texts or kset.hidden else ()
+    return _Entry(name, names, None, where, texts, shown if kset.hidden else ())
+
+
+def _named_entry(name: str, keypoints: list[str], skeleton, where: str, vocab: Vocabulary) -> _Entry:
+    """A class with the keypoints a user listed, read through the class's set when it has one."""
+    kset = vocab.lookup(name)
+    if kset is None:
+        return _Entry(name, tuple(keypoints), skeleton, where)
+    found = [kset.find(k) for k in keypoints]
+    names = tuple(k if i is None else kset.keypoints[i] for k, i in zip(keypoints, found))
+    if tuple(found) == kset.shown and skeleton in (None, kset.skeleton_for(names)):
+        return _set_entry(name, kset, where)  # the whole set, spelled out
+    texts = tuple(k if i is None else kset.prompt_texts[i] for k, i in zip(keypoints, found))
+    _check_unique_keypoints(list(names), where)
+    return _Entry(name, names, skeleton, where, texts if texts != names else ())
 
 
 def _check_limits(max_classes: int, max_keypoints: int) -> None:
@@ -228,7 +275,7 @@ def _vocabulary_entries(names: list[str], vocab: Vocabulary, where: str) -> list
         kset = vocab.lookup(name)
         if kset is None:
             raise _unknown_category(name, vocab, where)
-        entries.append(_Entry(name, kset.keypoints, None, where))
+        entries.append(_set_entry(name, kset, where))
     return entries
 
 
@@ -265,16 +312,17 @@ def _entries_from_text(text: str, vocab: Vocabulary) -> list[_Entry]:
             raise PromptError(f"empty keypoint name in {where}. Remove the extra ','; keypoints "
                               "are separated by single commas, e.g. 'person: nose, left eye'")
         _check_unique_keypoints(keypoints, where)
-        entries += [_Entry(n, tuple(keypoints), None, where) for n in names]
+        entries += [_named_entry(n, keypoints, None, where, vocab) for n in names]
     return entries
 
 
 def _check_unique_keypoints(keypoints: list[str], where: str) -> None:
     seen = set()
     for k in keypoints:
-        if k in seen:
-            raise PromptError(f"keypoint {k!r} is listed twice in {where}. List each keypoint once")
-        seen.add(k)
+        if keypoint_key(k) in seen:
+            raise PromptError(f"keypoint {k!r} is listed twice in {where} (an earlier name of a "
+                              "keypoint counts as that keypoint). List each keypoint once")
+        seen.add(keypoint_key(k))
 
 
 def _entries_from_json(data: Any, vocab: Vocabulary) -> tuple[list[_Entry], list[str] | None]:
@@ -351,7 +399,7 @@ def _entries_from_group(group: Any, where: str, vocab: Vocabulary,
     skeleton = None
     if group.get("skeleton") is not None:
         skeleton = _parse_skeleton(group["skeleton"], len(keypoints), where)
-    return [_Entry(n, tuple(keypoints), skeleton, where) for n in names]
+    return [_named_entry(n, keypoints, skeleton, where, vocab) for n in names]
 
 
 def _parse_skeleton(value: Any, n: int, where: str) -> tuple[Link, ...]:
@@ -385,11 +433,11 @@ def _derive_skeleton(classes: Sequence[str], keypoints: Sequence[str],
     return ()
 
 
-def _group_set(classes: Sequence[str], keypoints: tuple[str, ...], vocab: Vocabulary) -> str | None:
+def _group_set(classes: Sequence[str], entry: _Entry, vocab: Vocabulary) -> str | None:
     sets: set[KeypointSet | None] = {vocab.lookup(c) for c in classes}
     if len(sets) == 1:
         (kset,) = sets
-        if kset is not None and kset.keypoints == keypoints:
+        if kset is not None and entry.key == _set_entry("", kset, "").key:
             return kset.id
     return None
 
@@ -403,7 +451,7 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
         if first is None:
             by_name[e.name] = e
             continue
-        if first.keypoints != e.keypoints:
+        if first.key != e.key:
             raise PromptError(f"category {e.name!r} appears twice with different keypoints "
                               f"({first.where} and {e.where}). Give each category one keypoint "
                               "list, or use two different category names")
@@ -424,14 +472,15 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
                           "has more instance slots)")
 
     # Classes with the same keypoint list share a group (one keypoint pass of the model).
-    members: dict[tuple[str, ...], list[int]] = {}
+    members: dict[tuple, list[int]] = {}
     for index, name in enumerate(classes):
-        members.setdefault(by_name[name].keypoints, []).append(index)
+        members.setdefault(by_name[name].key, []).append(index)
     groups = []
-    for keypoints, indices in members.items():
+    for key, indices in members.items():
+        keypoints, texts, shown = key
         names = [classes[i] for i in indices]
-        if len(keypoints) > max_keypoints:
-            raise PromptError(f"{len(keypoints)} keypoints for {', '.join(map(repr, names))}, but "
+        if len(texts or keypoints) > max_keypoints:
+            raise PromptError(f"{len(texts or keypoints)} keypoints for {', '.join(map(repr, names))}, but "
                               f"the model takes at most {max_keypoints} keypoints per prompt. "
                               f"List at most {max_keypoints} keypoints for it")
         explicit = [by_name[n].skeleton for n in names if by_name[n].skeleton is not None]
@@ -440,6 +489,6 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
                               "but were given different skeletons. Give them one skeleton")
         skeleton = explicit[0] if explicit else _derive_skeleton(names, keypoints, vocab)
         groups.append(KeypointGroup(tuple(indices), keypoints, skeleton,
-                                    _group_set(names, keypoints, vocab)))
+                                    _group_set(names, by_name[names[0]], vocab), texts, shown))
     groups.sort(key=lambda g: g.class_indices[0])
     return Prompt(text, tuple(classes), tuple(groups), vocab)

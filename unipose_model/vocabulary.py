@@ -4,13 +4,21 @@ Pure Python (json + stdlib), so the prompt parser, CLI and ROS node can use it w
 
 Data file format (``data/keypoint_sets.json``)
 ----------------------------------------------
-A JSON object ``{"format": "unipose keypoint sets", "version": 1, "sets": [SET, ...]}`` (a bare
-list of SETs is accepted too). Each SET is an object with these keys:
+A JSON object ``{"format": "unipose keypoint sets", "version": 2, "sets": [SET, ...],
+"renamed_sets": {old id: id}}`` (a bare list of SETs is accepted too; ``renamed_sets`` lets
+`Vocabulary.get` find a set by an id it had before). Each SET is an object with these keys:
 
-``id``           str, required. Unique, ``[a-z0-9_]+`` (e.g. ``"person"``, ``"swivel_chair"``).
-``keypoints``    list of str, required, non-empty. Names in text form as fed to the text encoder:
-                 lower case, words separated by single spaces, no underscores, unique in the set.
-                 left/right always mean the object's own left/right.
+``id``           str, required. Unique, ``[A-Za-z0-9_]+`` (the official demo's set names, e.g.
+                 ``"person"``, ``"swivelchair"``, ``"animal_in_AP10K"``).
+``keypoints``    list of str, required, non-empty. The text fed to the text encoder, verbatim
+                 (after the template "a photo of "): lower case, no underscores, words separated
+                 by single spaces; surrounding spaces are kept for the model (the official
+                 Animal Kingdom text has "ankle left "). What users see and type is the name
+                 without them. Names of shown keypoints are unique in the set.
+``hidden``       optional list of indices: keypoints sent to the model (they are part of the
+                 text it was trained with) but left out of results (the car's two "none").
+``keypoint_aliases`` optional object: other name -> keypoint name, for names users typed before
+                 (earlier releases of this file) or spell differently; lookups accept them.
 ``skeleton``     list of ``[i, j]`` links, 0-based indices into ``keypoints``; may be empty.
 ``flip_pairs``   optional list of ``[i, j]``: keypoints that swap under a horizontal flip.
 ``sigmas``       optional list of float (COCO OKS sigmas), one per keypoint.
@@ -18,11 +26,14 @@ list of SETs is accepted too). Each SET is an object with these keys:
                  and additionally without ``-``). A category may belong to one set only.
 ``description``  optional str: what the set covers, index layout notes.
 ``source``       optional str: dataset, paper and URL the index layout comes from.
+``origin``       optional str: "official" (the official UniPose demo's predefined set, text
+                 verbatim) or "project" (a set this project adds).
 
 Unknown keys are rejected, so a typo (``"skeletton"``) is an error, not a silently empty field.
 
 Lookup is forgiving: case-insensitive, ``_``/``-`` read as spaces, extra spaces ignored, and a
 simple English plural of the last word is tolerated ("Cats", "swivel_chairs", "wolves").
+Keypoint names match case-insensitively, with ' and ’ read alike, and through the aliases.
 """
 from __future__ import annotations
 
@@ -35,13 +46,13 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 __all__ = ["KeypointSet", "Vocabulary", "VocabularyError", "normalize_name", "category_key",
-           "DEFAULT_VOCABULARY_PATH"]
+           "keypoint_key", "DEFAULT_VOCABULARY_PATH"]
 
 DEFAULT_VOCABULARY_PATH = Path(__file__).resolve().parent / "data" / "keypoint_sets.json"
 
 _SET_KEYS = {"id", "keypoints", "skeleton", "flip_pairs", "sigmas", "categories", "description",
-             "source"}
-_ID_RE = re.compile(r"^[a-z0-9_]+$")
+             "source", "hidden", "keypoint_aliases", "origin"}
+_ID_RE = re.compile(r"^[A-Za-z0-9_]+$")
 _IRREGULAR_PLURALS = {"mice": "mouse", "geese": "goose", "oxen": "ox", "people": "person",
                       "men": "man", "women": "woman", "children": "child", "teeth": "tooth",
                       "feet": "foot"}
@@ -54,6 +65,12 @@ class VocabularyError(ValueError):
 def normalize_name(text: str) -> str:
     """Text form of a class or keypoint name: lower case, '_' as space, single spaces, stripped."""
     return " ".join(text.replace("_", " ").lower().split())
+
+
+def keypoint_key(name: str) -> str:
+    """Matching key of a keypoint name: its text form with the typographic apostrophe (used by
+    one official hand name, "thumb’s first knuckle") read as a plain one."""
+    return normalize_name(name).replace("\u2019", "'")
 
 
 def canonical_keypoint_name(raw: str) -> str:
@@ -105,7 +122,12 @@ def _singular_candidates(key: str) -> list[str]:
 
 @dataclass(frozen=True)
 class KeypointSet:
-    """One predefined keypoint layout (names, skeleton links, flip pairs, OKS sigmas)."""
+    """One predefined keypoint layout (names, skeleton links, flip pairs, OKS sigmas).
+
+    ``keypoints`` are the names users see and type (text form); ``texts`` the model-facing text
+    of each, when it differs anywhere (empty: the names are the text); ``hidden`` the indices
+    sent to the model but left out of results. Skeleton, flips and sigmas index the full layout.
+    """
 
     id: str
     keypoints: tuple[str, ...]
@@ -115,18 +137,37 @@ class KeypointSet:
     categories: tuple[str, ...] = ()
     description: str = ""
     source: str = ""
+    texts: tuple[str, ...] = ()
+    hidden: tuple[int, ...] = ()
+    keypoint_aliases: tuple[tuple[str, str], ...] = ()
+    origin: str = ""
 
     def __len__(self) -> int:
         return len(self.keypoints)
 
+    @property
+    def prompt_texts(self) -> tuple[str, ...]:
+        """The keypoint text the model gets for the full layout (hidden keypoints included)."""
+        return self.texts or self.keypoints
+
+    @property
+    def shown(self) -> tuple[int, ...]:
+        """Indices of the keypoints users see (all but the hidden ones)."""
+        return tuple(i for i in range(len(self.keypoints)) if i not in self.hidden)
+
+    def find(self, name: str) -> int | None:
+        """Index of a shown keypoint called `name` (case, apostrophes and aliases tolerated)."""
+        key = keypoint_key(name)
+        table = _name_table(self)
+        return table.get(key)
+
     def index(self, name: str) -> int:
         """Index of a keypoint name (normalised first); ValueError if it is not in the set."""
-        key = normalize_name(name)
-        try:
-            return self.keypoints.index(key)
-        except ValueError:
+        found = self.find(name)
+        if found is None:
             raise ValueError(f"keypoint {name!r} is not in set {self.id!r}; its keypoints are: "
-                             f"{', '.join(self.keypoints)}") from None
+                             f"{', '.join(self.keypoints[i] for i in self.shown)}")
+        return found
 
     def skeleton_for(self, names: Sequence[str]) -> tuple[tuple[int, int], ...]:
         """This set's links among `names`, as indices into `names`; unknown names have no links.
@@ -134,48 +175,76 @@ class KeypointSet:
         Links keep this set's order and orientation, so for the full keypoint list the result
         equals `skeleton`.
         """
-        position = {}
+        where: dict[int, int] = {}
         for i, name in enumerate(names):
-            position.setdefault(normalize_name(name), i)
-        where = {k: position[n] for k, n in enumerate(self.keypoints) if n in position}
+            k = self.find(name)
+            if k is not None:
+                where.setdefault(k, i)
         return tuple((where[i], where[j]) for i, j in self.skeleton if i in where and j in where)
 
     def subset(self, names: Sequence[str]) -> "KeypointSet":
         """A set with only `names`, in the order given; skeleton, flips, sigmas follow along."""
-        keys = [normalize_name(n) for n in names]
-        unknown = [n for n, k in zip(names, keys) if k not in self.keypoints]
+        found = [self.find(n) for n in names]
+        unknown = [n for n, k in zip(names, found) if k is None]
         if unknown:
             raise ValueError(f"not in keypoint set {self.id!r}: {', '.join(map(repr, unknown))}; "
-                             f"its keypoints are: {', '.join(self.keypoints)}")
-        if len(set(keys)) != len(keys):
+                             f"its keypoints are: {', '.join(self.keypoints[i] for i in self.shown)}")
+        old = [int(k) for k in found if k is not None]
+        if len(set(old)) != len(old):
             raise ValueError(f"duplicate keypoint names in subset of {self.id!r}: {list(names)}")
-        old = [self.keypoints.index(k) for k in keys]
         new_of = {o: n for n, o in enumerate(old)}
         flips = tuple((new_of[i], new_of[j]) for i, j in self.flip_pairs
                       if i in new_of and j in new_of)
+        links = tuple((new_of[i], new_of[j]) for i, j in self.skeleton if i in new_of and j in new_of)
         sigmas = None if self.sigmas is None else tuple(self.sigmas[o] for o in old)
-        return KeypointSet(id=self.id, keypoints=tuple(keys), skeleton=self.skeleton_for(keys),
-                           flip_pairs=flips, sigmas=sigmas, categories=self.categories,
-                           description=self.description, source=self.source)
+        texts = tuple(self.texts[o] for o in old) if self.texts else ()
+        return KeypointSet(id=self.id, keypoints=tuple(self.keypoints[o] for o in old),
+                           skeleton=links, flip_pairs=flips, sigmas=sigmas,
+                           categories=self.categories, description=self.description,
+                           source=self.source, texts=texts, origin=self.origin)
 
     def to_json(self) -> dict[str, Any]:
         """The set as one entry of the data file (see the module docstring)."""
-        out: dict[str, Any] = {"id": self.id, "description": self.description, "source": self.source,
-                               "keypoints": list(self.keypoints),
-                               "skeleton": [list(p) for p in self.skeleton],
-                               "flip_pairs": [list(p) for p in self.flip_pairs]}
+        out: dict[str, Any] = {"id": self.id}
+        if self.origin:
+            out["origin"] = self.origin
+        out.update({"description": self.description, "source": self.source,
+                    "keypoints": list(self.prompt_texts)})
+        if self.hidden:
+            out["hidden"] = list(self.hidden)
+        out.update({"skeleton": [list(p) for p in self.skeleton],
+                    "flip_pairs": [list(p) for p in self.flip_pairs]})
         if self.sigmas is not None:
             out["sigmas"] = list(self.sigmas)
         out["categories"] = list(self.categories)
+        if self.keypoint_aliases:
+            out["keypoint_aliases"] = dict(self.keypoint_aliases)
         return out
+
+
+@lru_cache(maxsize=256)
+def _name_table(kset: KeypointSet) -> dict[str, int]:
+    """Matching key -> index of the shown keypoints, their model text and their aliases."""
+    table: dict[str, int] = {}
+    for i in kset.shown:
+        table.setdefault(keypoint_key(kset.keypoints[i]), i)
+    for i in kset.shown:
+        table.setdefault(keypoint_key(kset.prompt_texts[i]), i)
+    for alias, name in kset.keypoint_aliases:
+        target = table.get(keypoint_key(name))
+        if target is not None:
+            table.setdefault(keypoint_key(alias), target)
+    return table
 
 
 class Vocabulary:
     """Keypoint sets with a category -> set index. Build with `default()`, `from_file()` or
     `from_data()`; the constructor validates."""
 
-    def __init__(self, sets: Iterable[KeypointSet], source: str = "<memory>"):
+    def __init__(self, sets: Iterable[KeypointSet], source: str = "<memory>",
+                 renamed: dict[str, str] | None = None):
         self._source = source
+        self._renamed = dict(renamed or {})
         self._sets: dict[str, KeypointSet] = {}
         self._by_category: dict[str, KeypointSet] = {}
         for s in sets:
@@ -214,16 +283,21 @@ class Vocabulary:
     @classmethod
     def from_data(cls, data: Any, source: str = "<data>") -> "Vocabulary":
         """From parsed JSON: ``{"sets": [...]}`` or a bare list of set entries."""
+        renamed = {}
         if isinstance(data, dict):
             if "sets" not in data:
                 raise VocabularyError(f"{source}: top-level object has no 'sets' list")
             entries = data["sets"]
+            renamed = data.get("renamed_sets") or {}
+            if not isinstance(renamed, dict):
+                raise VocabularyError(f"{source}: 'renamed_sets' must map old ids to set ids")
         else:
             entries = data
         if not isinstance(entries, list):
             raise VocabularyError(f"{source}: 'sets' must be a list of keypoint-set objects, "
                                   f"got {type(entries).__name__}")
-        return cls([_set_from_json(e, i, source) for i, e in enumerate(entries)], source=source)
+        return cls([_set_from_json(e, i, source) for i, e in enumerate(entries)], source=source,
+                   renamed=renamed)
 
     # ---------------------------------------------------------------- queries
     def lookup(self, category: str) -> KeypointSet | None:
@@ -237,10 +311,21 @@ class Vocabulary:
                     break
         return found
 
+    def renamed(self) -> dict[str, str]:
+        """Earlier set ids -> current ones."""
+        return dict(self._renamed)
+
     def get(self, set_id: str) -> KeypointSet:
+        """The set with this id (exact, else case-insensitive: "animal_in_ap10k" works too, else
+        an earlier id of a renamed set: "swivel_chair")."""
         try:
             return self._sets[set_id]
         except KeyError:
+            folded = [s for k, s in self._sets.items() if k.lower() == str(set_id).lower()]
+            if len(folded) == 1:
+                return folded[0]
+            if self._renamed.get(set_id) in self._sets:  # an id this set had before
+                return self._sets[self._renamed[set_id]]
             close = difflib.get_close_matches(str(set_id), list(self._sets), n=3)
             hint = f" (close matches: {', '.join(close)})" if close else ""
             raise KeyError(f"no keypoint set with id {set_id!r}{hint}; known ids: "
@@ -313,13 +398,25 @@ def _set_from_json(entry: Any, position: int, source: str) -> KeypointSet:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in sigmas):
             raise VocabularyError(f"{where}: 'sigmas' must be a list of numbers")
         sigmas = tuple(float(v) for v in sigmas)
-    for key in ("id", "description", "source"):
+    for key in ("id", "description", "source", "origin"):
         if key in entry and not isinstance(entry[key], str):
             raise VocabularyError(f"{where}: {key!r} must be a string")
-    return KeypointSet(id=entry["id"], keypoints=strings("keypoints"), skeleton=pairs("skeleton"),
+    hidden = entry.get("hidden", [])
+    if not isinstance(hidden, list) or not all(isinstance(i, int) and not isinstance(i, bool)
+                                               for i in hidden):
+        raise VocabularyError(f"{where}: 'hidden' must be a list of keypoint indices")
+    aliases = entry.get("keypoint_aliases", {})
+    if not isinstance(aliases, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                for k, v in aliases.items()):
+        raise VocabularyError(f"{where}: 'keypoint_aliases' must map names to keypoint names")
+    texts = strings("keypoints")
+    names = tuple(normalize_name(t) for t in texts)  # what users see: no surrounding spaces
+    return KeypointSet(id=entry["id"], keypoints=names, skeleton=pairs("skeleton"),
                        flip_pairs=pairs("flip_pairs"), sigmas=sigmas,
                        categories=strings("categories"), description=entry.get("description", ""),
-                       source=entry.get("source", ""))
+                       source=entry.get("source", ""), texts=texts if texts != names else (),
+                       hidden=tuple(hidden), keypoint_aliases=tuple(aliases.items()),
+                       origin=entry.get("origin", ""))
 
 
 def _validate_set(s: KeypointSet, source: str) -> None:
@@ -329,13 +426,25 @@ def _validate_set(s: KeypointSet, source: str) -> None:
     n = len(s.keypoints)
     if n == 0:
         raise VocabularyError(f"{where}: 'keypoints' is empty")
-    for name in s.keypoints:
-        if not isinstance(name, str) or not name or name != normalize_name(name):
+    for name in s.prompt_texts:
+        if not isinstance(name, str) or not name.strip() or name.strip() != normalize_name(name):
             raise VocabularyError(f"{where}: keypoint name {name!r} is not in text form; write "
                                   f"{normalize_name(str(name))!r} (lower case, spaces, no '_')")
-    dupes = sorted({k for k in s.keypoints if s.keypoints.count(k) > 1})
+    if s.texts and (len(s.texts) != n or tuple(map(normalize_name, s.texts)) != s.keypoints):
+        raise VocabularyError(f"{where}: 'texts' must give one model text per keypoint name")
+    if any(not (0 <= i < n) for i in s.hidden) or len(set(s.hidden)) != len(s.hidden):
+        raise VocabularyError(f"{where}: 'hidden' indices must be distinct and go from 0 to {n - 1}")
+    shown = [keypoint_key(s.keypoints[i]) for i in s.shown]
+    dupes = sorted({k for k in shown if shown.count(k) > 1})
     if dupes:
         raise VocabularyError(f"{where}: duplicate keypoint names {dupes}")
+    for alias, name in s.keypoint_aliases:
+        if keypoint_key(name) not in shown:
+            raise VocabularyError(f"{where}: keypoint alias {alias!r} names {name!r}, which is not "
+                                  "a shown keypoint of the set")
+        if keypoint_key(alias) in shown and keypoint_key(alias) != keypoint_key(name):
+            raise VocabularyError(f"{where}: keypoint alias {alias!r} is itself another keypoint "
+                                  "of the set")
     for field in ("skeleton", "flip_pairs"):
         seen: set[frozenset[int]] = set()
         for i, j in getattr(s, field):
