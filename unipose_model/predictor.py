@@ -110,6 +110,9 @@ class _Group:
     keypoint_names: tuple[str, ...]
     skeleton: tuple[tuple[int, int], ...]
     features: torch.Tensor  # (K, 512) on the model's device
+    # model keypoint slot of each name; None: one slot per name. A set's hidden keypoints (the
+    # car's official "none" text) have features and slots but no name, and are dropped from results.
+    slots: tuple[int, ...] | None = None
 
 
 @dataclass
@@ -317,7 +320,8 @@ class Predictor:
         if len(classes) > max_slots:
             raise PredictorError(f"the prompt has {len(classes)} classes; "
                                  f"the model takes at most {max_slots}")
-        self._check_known(classes, [k for g in parsed.groups for k in g.keypoints])
+        texts_of = lambda g: tuple(getattr(g, "model_texts", g.keypoints))  # noqa: E731
+        self._check_known(classes, [k for g in parsed.groups for k in texts_of(g)])
         inst = self.text_encoder.encode_instances(classes).to(self.device)
         groups = []
         for g in parsed.groups:
@@ -325,12 +329,14 @@ class Predictor:
             which = [classes[i] for i in g.class_indices]
             if not names:
                 raise PredictorError(f"classes {which} have no keypoints")
-            if len(names) > max_kpts:
-                raise PredictorError(f"{len(names)} keypoints requested for {which}; "
+            texts = texts_of(g)  # the set's own text where it has one (the official demo's)
+            if len(texts) > max_kpts:
+                raise PredictorError(f"{len(texts)} keypoints requested for {which}; "
                                      f"the model takes at most {max_kpts}")
-            feats = self.text_encoder.encode_keypoints(names).to(self.device)
+            feats = self.text_encoder.encode_keypoints(texts).to(self.device)
+            slots = tuple(getattr(g, "shown", ())) or None
             groups.append(_Group(tuple(int(i) for i in g.class_indices), names,
-                                 tuple((int(a), int(b)) for a, b in g.skeleton), feats))
+                                 tuple((int(a), int(b)) for a, b in g.skeleton), feats, slots))
         if not groups:
             raise PredictorError("the prompt defines no keypoints")
         text = prompt if isinstance(prompt, str) else str(getattr(parsed, "text", parsed))
@@ -441,7 +447,7 @@ class Predictor:
         prepared = self.prepare_prompt(text)
         if len(prepared.classes) != 1 or len(prepared.groups) != 1:
             raise PredictorError(f"a text prompt given with a visual prompt must name one class; got {text!r}")
-        if len(prepared.groups[0].keypoint_names) != len(names):
+        if len(prepared.groups[0].keypoint_names) != len(names) or prepared.groups[0].slots:
             raise PredictorError(f"the text prompt has {len(prepared.groups[0].keypoint_names)} keypoints, "
                                  f"the visual prompt {len(names)}; they must describe the same keypoints")
         return prepared
@@ -594,7 +600,8 @@ class Predictor:
         for g, r in zip(owners, rows):
             det, group = pixels[g], prepared.groups[g]
             score = float(det.scores[r])
-            kpts = np.concatenate([det.keypoints[r], np.full((len(group.keypoint_names), 1), score)], 1)
+            xy = det.keypoints[r] if group.slots is None else det.keypoints[r][list(group.slots)]
+            kpts = np.concatenate([xy, np.full((len(group.keypoint_names), 1), score)], 1)
             label = int(det.labels[r])
             instances.append(Instance(prepared.classes[label], label, score,
                                       tuple(float(v) for v in det.boxes[r]), kpts,
