@@ -8,7 +8,9 @@ link 1-based in the official file, Animal Kingdom and car 0-based; each is check
 keypoint count). What the official file does not carry (category names, flip pairs, OKS sigmas,
 sources, and the dataset skeletons of the sets it leaves unlinked) stays as this file has it; the
 index layouts are the datasets' own, so they carry over by index. Names a set had before become
-its keypoint aliases, so prompts written with them keep working. Re-running is harmless.
+its keypoint aliases, so prompts written with them keep working. The UniKPT vocabulary
+(training/data/unikpt_vocabulary.json) gets the same sets, so a dataset an official set comes
+from is converted with the official names. Re-running is harmless.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "unipose_model" / "data" / "keypoint_sets.json"
+UNIKPT = REPO / "training" / "data" / "unikpt_vocabulary.json"
 OFFICIAL = REPO.parent / "shared" / "reference" / "official_keypoint_text.json"
 
 # Earlier ids of this file -> the official set names.
@@ -116,6 +119,25 @@ def main() -> None:
     data["renamed_sets"] = {**data.get("renamed_sets", {}), **RENAMED}
     args.out.write_text(dump(data), encoding="utf-8")
     print(f"wrote {len(sets)} sets to {args.out}")
+    if args.out == DATA:
+        write_unikpt(sets)
+
+
+def write_unikpt(model_sets: list) -> None:
+    """The model's sets, unchanged, then the UniKPT-only ones; dataset layouts follow renames."""
+    data = json.loads(UNIKPT.read_text())
+    ids = {s["id"] for s in model_sets}
+    own = [s for s in data["sets"] if RENAMED.get(s["id"], s["id"]) not in ids]
+    data["sets"] = list(model_sets) + own
+    for spec in data["datasets"].values():
+        if spec.get("set"):
+            spec["set"] = RENAMED.get(spec["set"], spec["set"])
+        for key, set_id in (spec.get("parts") or {}).items():
+            spec["parts"][key] = RENAMED.get(set_id, set_id)
+    data["renamed_sets"] = {**data.get("renamed_sets", {}), **RENAMED}
+    data["version"] = 2
+    UNIKPT.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {len(data['sets'])} sets to {UNIKPT}")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,9 @@ def test_animal_kingdom_list_and_coco_export_agree():
     for x, y in zip(a.instances, b.instances):
         np.testing.assert_allclose(x.keypoints[:, :2], y.keypoints[:, :2])
         assert ((x.keypoints[:, 2] > 0) == (y.keypoints[:, 2] > 0)).all()
-    assert a.categories[0].keypoints[1] == "left eye" and len(a.categories[0].keypoints) == 23
+    # the official Animal Kingdom text, verbatim (its trailing space included)
+    assert a.categories[0].keypoints[1] == "eye left" and len(a.categories[0].keypoints) == 23
+    assert a.categories[0].keypoints[18] == "ankle left "
 
 
 def test_300w_pts_are_one_based_and_ljson_is_y_x():
@@ -112,14 +114,14 @@ def test_300w_pts_are_one_based_and_ljson_is_y_x():
     data = conv("300w", "samples/300w/pts_original").data
     for inst in data.instances:  # jaw point 0 is the subject's right: image left in a frontal face
         assert inst.keypoints[0, 0] < inst.keypoints[16, 0]
-    assert data.categories[0].keypoints[8] == "chin"
+    assert data.categories[0].keypoints[8] == "chin center"  # the official face text
 
 
 def test_deepfashion2_concatenated_layout_is_sliced():
     data = conv("deepfashion2", "samples/mp100/deepfashion2/deepfasion2.json").data
     src = coco_json("samples/mp100/deepfashion2/deepfasion2.json")
     cat = data.categories[0]
-    assert cat.keypoint_set == "long_sleeve_dress" and len(cat.keypoints) == 37
+    assert cat.keypoint_set == "long_sleeved_dress" and len(cat.keypoints) == 37
     for inst, a in zip(data.instances, src["annotations"]):
         full = np.asarray(a["keypoints"]).reshape(-1, 3)
         np.testing.assert_allclose(inst.keypoints, full[219:256])  # 25+33+31+39+15+15+10+14+8+29 = 219
@@ -129,6 +131,9 @@ def test_deepfashion2_concatenated_layout_is_sliced():
 def test_carfusion_and_zero_annotation_id():
     data = conv("carfusion", "samples/mp100/carfusion/carfusion_coco.json").data
     assert data.categories[0].keypoint_set == "car" and data.categories[0].supercategory == "vehicle"
+    # all 14 CarFusion slots, named by the official text: the model was trained with both "none"
+    assert data.categories[0].keypoints[0] == "right front wheel center"
+    assert data.categories[0].keypoints.count("none") == 2
     assert all(i.id > 0 for i in data.instances)  # COCO tools read id 0 as "unmatched"
 
 
@@ -140,8 +145,8 @@ def test_mp100_categories_map_to_sets():
     assert by_source["klipspringer_face"].name == "klipspringer face"
     assert (by_source["squirrel_body"].keypoint_set, by_source["squirrel_body"].name) == ("animal", "squirrel")
     assert by_source["Woodpecker"].keypoint_set == "bird"
-    assert by_source["swivelchair"].keypoint_set == "swivel_chair"
-    assert by_source["long_sleeved_outwear"].keypoint_set == "long_sleeve_outwear"
+    assert by_source["swivelchair"].keypoint_set == "swivelchair"
+    assert by_source["long_sleeved_outwear"].keypoint_set == "long_sleeved_outwear"
     val = conv("mp100", "samples/mp100/mp100_split1_val_2per_cat.json", check_images=False)
     assert val.issues == [] and {c.keypoint_set for c in val.data.categories} >= {"fly", "macaque", "animal_face"}
 
@@ -162,7 +167,7 @@ def test_sleap_matches_its_coco_export():
     data = conv("sleap", "lab/fly_clip/clip.slp").data
     ref = coco_json("lab/fly_clip/clip_keypoints_coco.json")
     cat = data.categories[0]
-    assert cat.keypoint_set == "fly" and cat.keypoints[3] == "left wing"
+    assert cat.keypoint_set == "fly" and cat.keypoints[3] == "wing left"  # the official fly text
     assert len(data.instances) == len(ref["annotations"]) == 3000
     frame_of = {im.id: int(im.file_name.split("#frame=")[1]) for im in data.images}
     mine = {(frame_of[i.image_id], i.track_id): i for i in data.instances}

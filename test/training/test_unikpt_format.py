@@ -83,17 +83,23 @@ def test_unified_vocabulary_contains_every_model_set_unchanged(vocab):
 
 
 def test_same_keypoint_same_name_across_objects(vocab):
-    for set_id in ("person", "animal", "animal_kingdom", "fly", "locust", "macaque", "bird"):
+    for set_id in ("person", "animal", "animal_in_AP10K", "macaque", "bird"):
         assert "left eye" in vocab.get_set(set_id).keypoints, set_id
+    # the official text of these three sets says "eye left": the official model learned that
+    for set_id in ("animal_in_AnimalKindom", "fly", "locust"):
+        assert "eye left" in vocab.get_set(set_id).keypoints, set_id
 
 
 def test_flip_pairs_swap_left_and_right_words(vocab):
     for s in vocab.sets():
         for i, j in s.flip_pairs:
             a, b = s.keypoints[i], s.keypoints[j]
+            if (s.id, i, j) in {("long_sleeved_outwear", 1, 5), ("long_sleeved_outwear", 3, 33)}:
+                continue  # the official text swaps the words of slots 1 and 3 (test_vocabulary.py)
             if "left" in a.split() or "right" in a.split():
                 mirrored = " ".join({"left": "right", "right": "left"}.get(w, w) for w in a.split())
-                assert mirrored == b, (s.id, a, b)
+                # numbers may run across the sides (official face: right eyebrow 1 <-> left eyebrow 5)
+                assert mirrored.rstrip(" 0123456789") == b.rstrip(" 0123456789"), (s.id, a, b)
 
 
 def test_dataset_layouts_cover_the_thirteen_datasets(vocab):
@@ -105,7 +111,7 @@ def test_dataset_layouts_cover_the_thirteen_datasets(vocab):
     assert names["L_Eye"] == "left eye" and names["R_B_Paw"] == "right back paw"
     fly = vocab.dataset("vinegar_fly")
     names = dict(zip(fly.source_keypoints, vocab.get_set("fly").keypoints))
-    assert names["forelegL4"] == "left front leg tip" and names["wingR"] == "right wing"
+    assert names["forelegL4"] == "foreleg left tip" and names["wingR"] == "wing right"  # official text
 
 
 def test_size_is_reported(vocab):
@@ -123,7 +129,8 @@ def test_canonical_names(raw, name):
 
 
 def test_resolve_lab_names(vocab):
-    assert vocab.resolve_keypoints(["head", "wingL", "eyeR"]) == ["head", "left wing", "right eye"]
+    # Vinegar Fly's own names: the official fly text
+    assert vocab.resolve_keypoints(["head", "wingL", "eyeR"]) == ["head", "wing left", "eye right"]
     assert vocab.resolve_keypoints(["snout", "leftear", "rightear", "tailbase"]) == \
         ["snout", "left ear", "right ear", "root of tail"]
 

@@ -131,11 +131,14 @@ class Builder:
                           supercategory: str | None = None, style: str | None = None,
                           taxonomy: dict[str, str] | None = None, source_name: str = "",
                           keypoint_subset: Sequence[str] | None = None) -> int:
-        """A category whose keypoints are a vocabulary set (or the named subset of it)."""
+        """A category whose keypoints are a vocabulary set (or the named subset of it).
+
+        Its keypoint names are the set's model text, verbatim: for an official set that is the
+        text the official model was trained with (the car's two "none" included)."""
         ks = self.vocab.get_set(set_id)
         if keypoint_subset is not None:
             ks = ks.subset(keypoint_subset)
-        return self.category(name, list(ks.keypoints), skeleton=list(ks.skeleton),
+        return self.category(name, list(ks.prompt_texts), skeleton=list(ks.skeleton),
                              flip_pairs=list(ks.flip_pairs),
                              sigmas=None if ks.sigmas is None else list(ks.sigmas),
                              keypoint_set=set_id, category_id=category_id,

@@ -28,9 +28,9 @@ from .base import Builder, ConversionError, category_name
 __all__ = ["convert_coco_like", "read_json", "resolve_set", "DEEPFASHION2_ORDER"]
 
 # DeepFashion2 category ids 1..13 in order; the 294-point layout concatenates them in this order.
-DEEPFASHION2_ORDER = ["short_sleeve_top", "long_sleeve_top", "short_sleeve_outwear",
-                      "long_sleeve_outwear", "vest", "sling", "shorts", "trousers", "skirt",
-                      "short_sleeve_dress", "long_sleeve_dress", "vest_dress", "sling_dress"]
+DEEPFASHION2_ORDER = ["short_sleeved_shirt", "long_sleeved_shirt", "short_sleeved_outwear",
+                      "long_sleeved_outwear", "vest", "sling", "shorts", "trousers", "skirt",
+                      "short_sleeved_dress", "long_sleeved_dress", "vest_dress", "sling_dress"]
 
 
 def read_json(path: Path) -> Any:
