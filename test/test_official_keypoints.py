@@ -219,3 +219,14 @@ def test_unknown_categories_keep_free_keypoint_text():
     group = parse_prompt("robot arm: Base, Thumb Root").groups[0]
     assert group.model_texts == ("base", "thumb root") and group.set_id is None
     np.testing.assert_equal(len(group.keypoints), 2)
+
+
+def test_car_spelled_out_with_both_none_keeps_all_14_slots(predictor):
+    """A dataset's own list (CarFusion's 14, as UniKPT files and unipose-eval prompts give it)
+    keeps the dataset's layout: all 14 results, so they line up with the ground truth."""
+    texts = official_sets()["car"]["keypoints"]
+    prepared, calls = sent_keypoint_texts(predictor, json.dumps({"instances": ["car"], "keypoints": texts}))
+    assert calls == [official_sets()["car"]["prompts"]]
+    assert len(prepared.groups[0].keypoint_names) == 14 and prepared.groups[0].slots is None
+    with pytest.raises(PromptError, match="'none' is listed twice"):
+        parse_prompt("robot: none, none")

@@ -233,6 +233,13 @@ def _set_entry(name: str, kset: KeypointSet, where: str) -> _Entry:
 def _named_entry(name: str, keypoints: list[str], skeleton, where: str, vocab: Vocabulary) -> _Entry:
     """A class with the keypoints a user listed, read through the class's set when it has one."""
     kset = vocab.lookup(name)
+    if kset is not None and kset.hidden and \
+            [keypoint_key(k) for k in keypoints] == [keypoint_key(t) for t in kset.prompt_texts]:
+        # every slot spelled out, hidden ones included (a dataset's own list, e.g. CarFusion's
+        # 14 with both "none"): all are shown, so results keep the dataset's layout
+        names = tuple(normalize_name(t) for t in kset.prompt_texts)
+        return _Entry(name, names, skeleton, where, kset.prompt_texts if kset.texts else ())
+    _check_unique_keypoints(keypoints, where)
     if kset is None:
         return _Entry(name, tuple(keypoints), skeleton, where)
     found = [kset.find(k) for k in keypoints]
@@ -311,7 +318,6 @@ def _entries_from_text(text: str, vocab: Vocabulary) -> list[_Entry]:
         if "" in keypoints:
             raise PromptError(f"empty keypoint name in {where}. Remove the extra ','; keypoints "
                               "are separated by single commas, e.g. 'person: nose, left eye'")
-        _check_unique_keypoints(keypoints, where)
         entries += [_named_entry(n, keypoints, None, where, vocab) for n in names]
     return entries
 
@@ -395,7 +401,6 @@ def _entries_from_group(group: Any, where: str, vocab: Vocabulary,
                               "skeleton indexes, or drop the skeleton")
         return _vocabulary_entries(names, vocab, where)
     keypoints = _string_list(group["keypoints"], where, "keypoints")
-    _check_unique_keypoints(keypoints, where)
     skeleton = None
     if group.get("skeleton") is not None:
         skeleton = _parse_skeleton(group["skeleton"], len(keypoints), where)
