@@ -45,8 +45,10 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("precision", "float32", "Numeric precision: float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
           choices=("float32", "float16", "bfloat16")),
     # detection
-    Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye' "
-          "or the JSON form. Topic ~/prompt changes it at run time.", runtime=True),
+    Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye', "
+          "'hand: wrist, thumb root' or the JSON form; predefined sets by their official names "
+          "('swivelchair', 'short_sleeved_shirt', 'animal_in_AP10K', ...: docs/PROMPTS.md). "
+          "Topic ~/prompt changes it at run time.", runtime=True),
     Param("support_image", "", "Initial visual prompt instead of the text prompt: a support image "
           "file, or a video frame as VIDEO#frame=N (needs support_keypoints). A support that cannot be "
           "used is reported on ~/active_prompt and the text prompt stays. Topic ~/visual_prompt and "
