@@ -34,12 +34,20 @@ def vocabulary_entries(sources) -> List[Dict[str, Any]]:
             if name in seen:
                 continue
             seen.add(name)
+            # the training text verbatim where it is in text form (the official Animal Kingdom
+            # "ankle left " keeps its space); names that repeat (CarFusion's two official "none")
+            # are hidden, as in the predefined car set
+            texts = [k if k.strip() == normalize_name(k) else normalize_name(k) for k in c.keypoints]
+            names = [normalize_name(k) for k in texts]
             entry = {"id": re.sub(r"[^a-z0-9_]", "_", name), "description": f"trained on {ds.dataset}", "source": str(ds.dataset),
-                     "keypoints": [normalize_name(k) for k in c.keypoints],
+                     "keypoints": texts,
                      "skeleton": [list(map(int, p)) for p in c.skeleton],
                      "flip_pairs": [list(map(int, p)) for p in c.flip_pairs], "categories": [name]}
             if c.sigmas:
                 entry["sigmas"] = [float(v) for v in c.sigmas]
+            hidden = [i for i, n in enumerate(names) if names.count(n) > 1]
+            if hidden:
+                entry["hidden"] = hidden
             entries.append(entry)
     return entries
 

@@ -143,3 +143,27 @@ def test_extend_adds_a_lab_set(vocab):
     assert ext.category_meta("lab mouse")["supercategory"] == "animal"
     with pytest.raises(ValueError, match="already exists"):
         ext.extend([{"id": "mouse_top", "keypoints": ["a"], "skeleton": [], "categories": []}])
+
+
+def test_exported_vocabulary_keeps_the_official_training_text(vocab):
+    """A model trained on official-text data exports a vocabulary that sends the same text: the
+    Animal Kingdom trailing space survives and the car's two 'none' are hidden, not duplicates."""
+    from types import SimpleNamespace
+
+    from training.model_export import inference_texts, vocabulary_entries
+    from unipose_model.prompt import parse_prompt
+    from unipose_model.vocabulary import Vocabulary
+
+    def category(name, set_id):
+        ks = vocab.get_set(set_id)
+        return SimpleNamespace(name=name, keypoints=list(ks.prompt_texts), skeleton=ks.skeleton,
+                               flip_pairs=ks.flip_pairs, sigmas=ks.sigmas)
+
+    ds = SimpleNamespace(dataset="mixed", categories=[category("car", "car"), category("bird", "animal_kingdom")])
+    entries = vocabulary_entries([ds])
+    own = Vocabulary.from_data(entries)
+    car = parse_prompt("car", own).groups[0]
+    assert car.model_texts == vocab.get_set("car").prompt_texts and len(car.keypoints) == 12
+    bird = parse_prompt("bird", own).groups[0]
+    assert "ankle left " in bird.model_texts
+    assert {"a photo of ankle left ", "a photo of none"} <= set(inference_texts(entries, []))
