@@ -158,6 +158,15 @@ def _patched(owner, name: str, value):
         setattr(owner, name, old)
 
 
+def on_host(fn):
+    """`fn` run outside fake mode: host-side code (numpy -> CPU tensors, e.g. preprocessing) runs
+    for real, and its CPU tensors then enter the fake device as real inputs do."""
+    def run(*args, **kwargs):
+        with _disable_current_modes():
+            return fn(*args, **kwargs)
+    return run
+
+
 def real_like(t: torch.Tensor, fill=None) -> torch.Tensor:
     """A real CPU tensor with `t`'s shape and dtype (zeros, or `fill(shape)`), made outside fake mode."""
     with _disable_current_modes():

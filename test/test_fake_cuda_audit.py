@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fake_cuda import CUDA, FakeCuda, real_like
+from fake_cuda import CUDA, FakeCuda, on_host, real_like
 
 # (step, why it is not audited on fake CUDA): printed by test_report_what_was_not_audited.
 NOT_AUDITED = [
@@ -169,3 +169,134 @@ def test_report_what_was_not_audited(capsys):
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     assert all(why for _, why in NOT_AUDITED)
+
+
+# ------------------------------------------------------------------ the Predictor, end to end
+@pytest.fixture(scope="module")
+def fake_predictor():
+    """The bundled fly model (tiny_visual + heatmap refiner) with crop refinement on, moved to
+    fake CUDA after loading (a real load on the CPU: checkpoint reading is not device code)."""
+    from unipose_model.predictor import Predictor
+
+    fc = FakeCuda()
+    predictor = Predictor(device="cpu", refine=2.0, refine_size=96)
+    fc.module(predictor.model)
+    fc.module(predictor.base_heatmap_refiner)
+    predictor.device = CUDA
+    return predictor, fc
+
+
+def _one_detection(out):
+    """Real CPU outputs shaped like `out`: query 0 a confident box of a fifth of the image."""
+    logits = real_like(out["pred_logits"]).float() - 5.0
+    logits[:, 0, 0] = 5.0
+    boxes = real_like(out["pred_boxes"], lambda s: torch.full(s, 0.5)).float()
+    boxes[..., 2:] = 0.2
+    kpts = real_like(out["pred_keypoints"], lambda s: 0.45 + 0.1 * torch.rand(s)).float()
+    return {"pred_logits": logits, "pred_boxes": boxes, "pred_keypoints": kpts}
+
+
+@pytest.fixture()
+def checked_boundaries(monkeypatch):
+    """Cut the value-dependent CPU steps (see NOT_AUDITED): check what reaches them, hand them
+    real tensors of the same shapes (one detection per image), record what was seen."""
+    from unipose_model import heatmap_refiner as hr
+    from unipose_model.predictor import Predictor
+
+    seen = {"outputs": [], "heatmaps": []}
+    postprocess, decode = Predictor._postprocess, hr.decode_heatmaps
+
+    def fake_postprocess(self, outputs, b, size, prepared):
+        real = []
+        for out in outputs:
+            seen["outputs"].append({k: (v.device.type, v.dtype) for k, v in out.items()
+                                    if isinstance(v, torch.Tensor)})
+            real.append(on_host(_one_detection)(out))
+        return on_host(postprocess)(self, real, b, size, prepared)
+
+    def checked_decode(heatmaps, input_size, *args, **kwargs):
+        seen["heatmaps"].append((heatmaps.device.type, heatmaps.dtype))
+        return on_host(decode)(real_like(heatmaps, lambda s: torch.rand(s)), input_size, *args, **kwargs)
+
+    from unipose_model import predictor as predictor_module
+    from unipose_model import visual_prompt
+
+    # host code (numpy in, CPU tensors out) runs for real; its outputs then go to the device
+    monkeypatch.setattr(predictor_module, "preprocess_image", on_host(predictor_module.preprocess_image))
+    monkeypatch.setattr(visual_prompt, "prepare_support", on_host(visual_prompt.prepare_support))
+    monkeypatch.setattr(Predictor, "_postprocess", fake_postprocess)
+    monkeypatch.setattr(hr, "decode_heatmaps", checked_decode)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def frame():
+    import cv2
+    from unipose_model.model_file import BUNDLED_VIDEO
+
+    cap = cv2.VideoCapture(str(BUNDLED_VIDEO))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+@pytest.mark.parametrize("profile", ["accurate", "fast", "fastest", "realtime"])
+def test_predictor_speed_profiles_on_fake_cuda(fake_predictor, checked_boundaries, frame, profile):
+    """Each speed profile through Predictor.predict on a real frame: preprocessing, prompt
+    features, the model (bf16 autocast in "realtime"), the crop pass ("accurate") and the heatmap
+    refiner ("accurate", "fast")."""
+    from unipose_model.speed import apply_profile, get_profile
+
+    predictor, fc = fake_predictor
+    apply_profile(predictor, profile, 160, 160)
+    with fc:
+        results = predictor.predict(frame, "fly")
+    _record(fc)
+    p = get_profile(profile)
+    assert len(results) == 1 and results[0].label == "fly"
+    outs = checked_boundaries["outputs"]
+    assert outs and all(dev == "cuda" for o in outs for dev, _ in o.values())
+    expected = torch.bfloat16 if p.bfloat16 else torch.float32
+    assert {o["pred_logits"][1] for o in outs} == {expected}
+    assert len(outs) == (2 if p.refine else 1)  # the crop pass ran on the detection's crop
+    assert checked_boundaries["heatmaps"] == ([("cpu", torch.float32)] if p.heatmap_refine else [])
+
+
+def _two_keypoint_sets(prepared):
+    """The fly prompt split into two keypoint groups of the same class: one encode, two decodes
+    (what "person, face"-style prompts do with a multi-category model)."""
+    from unipose_model.predictor import PreparedPrompt, _Group
+
+    g = prepared.groups[0]
+    half = len(g.keypoint_names) // 2
+    groups = [_Group(g.class_indices, g.keypoint_names[a:b], (), g.features[a:b])
+              for a, b in ((0, half), (half, len(g.keypoint_names)))]
+    return PreparedPrompt(prepared.text + " (two keypoint sets)", prepared.classes, prepared.instance_features, groups)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_predictor_half_precision_visual_prompt_and_two_keypoint_sets_on_fake_cuda(
+        fake_predictor, checked_boundaries, frame, dtype):
+    """A visual prompt (the bundled support frame) and a prompt whose keypoints form two groups
+    (one encode, two decodes), under autocast."""
+    from unipose_model.model_file import BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS
+    from unipose_model.speed import apply_profile
+    from unipose_model.visual_prompt import load_visual_prompt
+
+    predictor, fc = fake_predictor
+    apply_profile(predictor, "fast", 160, 160)  # the heatmap refiner, no crop pass (audited above)
+    predictor.dtype = dtype
+    try:
+        with fc:
+            support = load_visual_prompt(BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS, class_name="fly")
+            visual = predictor.predict(frame, visual_prompt=support)
+            two_sets = predictor.predict(frame, _two_keypoint_sets(predictor.prepare_prompt("fly")))
+    finally:
+        predictor.dtype = predictor.base_dtype
+    _record(fc)
+    assert len(visual) == 1 and len(two_sets) >= 1
+    outs = checked_boundaries["outputs"]
+    assert len(outs) == 1 + 2  # visual prompt: one decode; two sets: two decodes
+    assert {o["pred_logits"][1] for o in outs} == {dtype}
+    assert all(dev == "cuda" for o in outs for dev, _ in o.values())
