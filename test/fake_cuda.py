@@ -13,8 +13,8 @@ would add on top is stubbed for the duration:
   on the value's device and contiguous, and the wrapper around them (index tables, output and
   gradient buffers, dtype casts) runs as on a GPU;
 * data-dependent steps (`aten._local_scalar_dense`: `.item()`, `bool(t)`, `float(t)`,
-  `.tolist()`): the value does not exist, so the step gets a stand-in (True / 1 / 1.0) and runs
-  on; every such site is recorded in `stand_ins` (file:line and the value used), because the
+  `.tolist()`, and `nonzero`'s output size): the value does not exist, so the step gets a
+  stand-in (True / 1 / 1.0, the gradient scaler's found-inf 0.0; nonzero: every element) and runs on; every such site is recorded in `stand_ins` (file:line and the value used), because the
   code after it ran on that value, not on a real one.
 
 Steps that need real numbers (NMS, Hungarian assignment, numpy post-processing) are cut at
@@ -49,9 +49,29 @@ class _StandInMode(FakeTensorMode):
         if func is torch.ops.aten._local_scalar_dense.default:
             t = args[0]
             value = True if t.dtype == torch.bool else (1.0 if t.dtype.is_floating_point else 1)
+            if _asker().filename.endswith("grad_scaler.py"):
+                value = 0.0  # the scaler's found-inf count: 0 lets the optimizer step run
             self._sites.setdefault(_caller(), value)
             return value
+        if func is torch.ops.aten.nonzero.default:
+            # data-dependent size: stand in with the upper bound (every element non-zero)
+            t = args[0]
+            self._sites.setdefault(_caller(), "nonzero: all elements")
+            return super().dispatch(torch.ops.aten.empty.memory_format, types, ((t.numel(), t.dim()),),
+                                    dict(dtype=torch.int64, device=t.device))
         return super().dispatch(func, types, args, kwargs or {})
+
+
+_MACHINERY = (os.sep + "_subclasses" + os.sep, os.sep + "utils" + os.sep, os.sep + "_dynamo" + os.sep,
+              os.sep + "_compile.py", os.path.basename(__file__))
+
+
+def _asker():
+    """The innermost frame outside the fake-tensor machinery: the code that asked for the value."""
+    for frame in reversed(traceback.extract_stack()):
+        if not any(part in frame.filename for part in _MACHINERY):
+            return frame
+    return frame
 
 
 def _caller() -> str:

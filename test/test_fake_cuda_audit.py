@@ -300,3 +300,65 @@ def test_predictor_half_precision_visual_prompt_and_two_keypoint_sets_on_fake_cu
     assert len(outs) == 1 + 2  # visual prompt: one decode; two sets: two decodes
     assert {o["pred_logits"][1] for o in outs} == {dtype}
     assert all(dev == "cuda" for o in outs for dev, _ in o.values())
+
+
+# ------------------------------------------------------------------ one training step
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_training_step_on_fake_cuda(tmp_path, monkeypatch, amp):
+    """Trainer.train_step on fake CUDA: batch transfer, denoising queries, the forward under
+    autocast, matcher cost matrices, losses (main, auxiliary, two-stage, keypoint, denoising),
+    the gradient scaler (fp16: enabled), gradient clipping and the AdamW step. The backward pass
+    is cut (see NOT_AUDITED): it sets fake CUDA gradients of each parameter's shape and dtype."""
+    import importlib.util
+
+    from shared_paths import REPO
+    from training import matcher as matcher_module
+    from training.trainer import Trainer, load_config
+
+    spec = importlib.util.spec_from_file_location("trainer_tests", REPO / "test" / "training" / "test_trainer.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    ann = helpers.make_fly_subset(tmp_path / "fly", frames=(0, 1100), size=96)
+    cfg = helpers.base_config(ann, tmp_path / "run", run={"amp": amp},
+                              data={"augment": {"scales": [96], "max_size": 96, "eval_size": 96}})
+    cfg.setdefault("denoising", {})["number"] = 4
+    trainer = Trainer(load_config(data=cfg))
+    batch = next(iter(trainer.loader()))
+
+    fc = FakeCuda()
+    fc.module(trainer.model)
+    trainer.device = CUDA
+    trainer.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    matched, seen = matcher_module.HungarianMatcher.__call__, {"costs": [], "loss": []}
+
+    def identity_match(self, outputs, targets):
+        result = []
+        for b, target in enumerate(targets):
+            cost = self.cost_matrix(outputs, target, b)
+            seen["costs"].append((cost.device.type, cost.dtype))
+            n = min(cost.shape)
+            result.append(on_host(lambda: (torch.arange(n), torch.arange(n)))())
+        return result
+
+    def backward_stand_in(loss, *args, **kwargs):
+        seen["loss"].append((loss.device.type, loss.dtype))
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.grad = torch.zeros_like(p)
+
+    monkeypatch.setattr(matcher_module.HungarianMatcher, "__call__", identity_match)
+    monkeypatch.setattr(torch.Tensor, "backward", backward_stand_in)
+    with fc:
+        table = trainer.text_table  # built on the training device
+        table.device, table.table = CUDA, table.table.to(CUDA)
+        trainer.scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+        trainer._build_optim()  # over the fake CUDA parameters
+        terms = trainer.train_step(batch)
+    _record(fc)
+    assert matched is not identity_match
+    assert seen["costs"] and all(c == ("cuda", torch.float32) for c in seen["costs"])
+    assert seen["loss"] == [("cuda", torch.float32)]
+    assert "loss" in terms and any(k.startswith("dn_") or "dn" in k for k in terms)
+    state = trainer.optimizer.state
+    assert state and all(v.device.type == "cuda" for s in state.values() for v in s.values()
+                         if isinstance(v, torch.Tensor) and v.dim())
