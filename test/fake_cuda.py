@@ -12,6 +12,9 @@ would add on top is stubbed for the duration:
 * the Triton deformable-attention kernels: their launches check that every tensor argument is
   on the value's device and contiguous, and the wrapper around them (index tables, output and
   gradient buffers, dtype casts) runs as on a GPU;
+* dtype agreement, which fake tensors do not check: matrix products, convolutions, sampling,
+  embedding bags and indexed writes with floating-point inputs of different dtypes raise here as
+  they do in eager PyTorch (half precision mix-ups);
 * data-dependent steps (`aten._local_scalar_dense`: `.item()`, `bool(t)`, `float(t)`,
   `.tolist()`, and `nonzero`'s output size): the value does not exist, so the step gets a
   stand-in (True / 1 / 1.0, the gradient scaler's found-inf 0.0; nonzero: every element) and runs on; every such site is recorded in `stand_ins` (file:line and the value used), because the
@@ -53,6 +56,8 @@ class _StandInMode(FakeTensorMode):
                 value = 0.0  # the scaler's found-inf count: 0 lets the optimizer step run
             self._sites.setdefault(_caller(), value)
             return value
+        if func.overloadpacket in _SAME_DTYPE:
+            _check_same_dtype(func, args)
         if func is torch.ops.aten.nonzero.default:
             # data-dependent size: stand in with the upper bound (every element non-zero)
             t = args[0]
@@ -60,6 +65,25 @@ class _StandInMode(FakeTensorMode):
             return super().dispatch(torch.ops.aten.empty.memory_format, types, ((t.numel(), t.dim()),),
                                     dict(dtype=torch.int64, device=t.device))
         return super().dispatch(func, types, args, kwargs or {})
+
+
+aten = torch.ops.aten
+# Ops whose eager kernels refuse floating-point inputs of different dtypes (fake tensors do not
+# check it): matrix products, convolutions, sampling, embedding bags, indexed writes.
+_SAME_DTYPE = {aten.mm, aten.bmm, aten.addmm, aten.baddbmm, aten.addbmm, aten.mv, aten.dot,
+               aten.convolution, aten.grid_sampler_2d, aten._embedding_bag,
+               aten._embedding_bag_forward_only, aten.index_put, aten.index_put_,
+               aten._index_put_impl_, aten.masked_scatter, aten.masked_scatter_}
+
+
+def _check_same_dtype(func, args) -> None:
+    flat = []
+    for a in args:
+        flat.extend(a if isinstance(a, (list, tuple)) else [a])
+    dtypes = {a.dtype for a in flat if isinstance(a, torch.Tensor) and a.dtype.is_floating_point}
+    if len(dtypes) > 1:
+        raise RuntimeError(f"{func}: floating-point inputs of different dtypes {sorted(map(str, dtypes))} "
+                           f"(eager PyTorch refuses this on the device)")
 
 
 _MACHINERY = (os.sep + "_subclasses" + os.sep, os.sep + "utils" + os.sep, os.sep + "_dynamo" + os.sep,
