@@ -8,3 +8,5 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: long-running test (still part of CI)")
+    config.addinivalue_line("markers", "gpu: has checks that run on a CUDA device when one is present "
+                                       "(scripts/gpu_check.py runs them: pytest -m gpu)")

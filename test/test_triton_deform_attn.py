@@ -13,6 +13,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
+pytestmark = pytest.mark.gpu  # compiled on CUDA when present (scripts/gpu_check.py)
 
 CHILD = os.environ.get("UNIPOSE_TRITON_CHILD") == "1"
 DEVICES = ["cpu"] if CHILD else (["cuda"] if torch.cuda.is_available() else [])
