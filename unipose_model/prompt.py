@@ -52,7 +52,9 @@ ECHO_LIMIT = 80  # characters of user text an error message repeats
 def quote_for_message(text: Any, limit: int = ECHO_LIMIT) -> str:
     """``repr(text)``, cut after ``limit`` characters with the full length said: error messages
     (the CLI's, the ROS node's latched ~/active_prompt) must not echo a 100 kB prompt whole."""
-    text = text if isinstance(text, str) else str(text)
+    if not isinstance(text, str):
+        shown = repr(text)
+        return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown):,} characters)"
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text):,} characters)"
