@@ -31,6 +31,7 @@ from .augment import AugmentConfig, Augmenter
 from .denoising import DenoisingConfig, DenoisingQueries, build_denoising_queries, denoising_losses
 from .dataset import (BalancedSampler, KeypointDataset, SourceConfig, VisualPromptSampling, collate,
                       load_source)
+from .label_checks import check_training_labels
 from .losses import LossWeights, SetCriterion, global_num_boxes
 from .matcher import HungarianMatcher, MatcherWeights
 from .prompts import PromptBuilder, PromptConfig
@@ -319,6 +320,62 @@ def atomic_save(obj: Dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "sampler", "rng")
+
+
+def read_resume_checkpoint(path: Path) -> Dict:
+    """A training checkpoint (Trainer.state), or ValueError saying what the file is instead and
+    what --resume needs."""
+    from unipose_model.checkpoint import CheckpointError, load_checkpoint_file
+
+    older = sorted(p.name for p in path.parent.glob("checkpoint_*.pth") if p != path)
+    elsewhere = f" Earlier checkpoints of the run: {', '.join(older[-3:])}." if older else ""
+    try:
+        ckpt = load_checkpoint_file(path)
+    except CheckpointError as e:
+        raise ValueError(f"cannot resume: {e}{elsewhere}") from None
+    missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        weights = isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)
+        what = ("a weights-only file (model weights" + (" and metrics, like best.pth)" if "metrics" in ckpt else ")")
+                if weights else "not a training checkpoint")
+        raise ValueError(f"cannot resume from {path}: it is {what}, without the training state ({', '.join(missing)}). "
+                         f"--resume needs a checkpoint_NNNNNNNN.pth of a run, or the run folder (its newest one);"
+                         f"{elsewhere} To start a new run from these weights, use model.init={path}")
+    return ckpt
+
+
+def remove_unfinished_saves(out_dir: Path) -> None:
+    """Temp files of a save the process was killed during (atomic_save's '.NAME.tmpPID')."""
+    for tmp in out_dir.glob(".*.tmp*"):
+        if tmp.is_file():
+            log.warning("removing %s: an unfinished save of a run that was stopped while writing it", tmp)
+            tmp.unlink(missing_ok=True)
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the log records up to `step` (those after it will be logged again by the resumed
+    run) and drop a line cut short by a kill."""
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
+        except (ValueError, TypeError):
+            keep = False
+        if keep:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+        log.info("log.jsonl: %d record(s) after step %d removed (the resumed run logs those steps again)", dropped, step)
+
+
 def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:
     path = Path(path)
     if path.is_file():
@@ -467,8 +524,12 @@ def ground_truth_subsets(dataset: KeypointDataset, max_images: Optional[int] = N
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     for s, src in enumerate(dataset.sources):
         ids = {r.image.id for r in dataset.records[:n] if r.source == s}
+        cats = {c.id for c in src.categories}
+        # the objects the dataset trains on (label_checks reported the others), crowds kept as ignore regions
+        instances = [i for i in src.instances if i.image_id in ids and i.category_id in cats
+                     and (i.iscrowd or (i.bbox[2] > 0 and i.bbox[3] > 0))]
         yield UniKPT(dataset=src.dataset, images=[im for im in src.images if im.id in ids],
-                     instances=[i for i in src.instances if i.image_id in ids], categories=src.categories,
+                     instances=instances, categories=src.categories,
                      images_root=src.images_root, info=src.info, path=src.path)
 
 
@@ -491,6 +552,7 @@ class Trainer:
         self.out_dir = Path(rc.out_dir)
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_unfinished_saves(self.out_dir)
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.model.dtype]
         self._seed_everything(rc.seed + self.rank)
         self._build_model()
@@ -560,6 +622,11 @@ class Trainer:
             raise ValueError("config has no data.train sources")
         dc.train, dc.val = expand_index_sources(dc.train), expand_index_sources(dc.val)
         train_sources = [load_source(s) for s in dc.train]
+        val_sources = [load_source(s) for s in dc.val]
+        # every label and image file, before the first step: a bad entry is named now, not in a
+        # DataLoader worker or as a non-finite loss at step 0 (training/label_checks.py)
+        check_training_labels(train_sources + val_sources, [s.image_ids for s in dc.train + dc.val],
+                              log_warnings=self.is_main)
         pool = self._negative_pool(train_sources)
         self.prompts = PromptBuilder(dc.prompts, pool)
         max_k = self.model.config.max_keypoints
@@ -578,7 +645,6 @@ class Trainer:
         self.val_set = None
         if dc.val:
             fixed = dataclasses.replace(dc.prompts, fixed=True)
-            val_sources = [load_source(s) for s in dc.val]
             self.val_set = KeypointDataset(val_sources, Augmenter(dc.augment, train=False), PromptBuilder(fixed),
                                            max_k, image_ids=[s.image_ids for s in dc.val],
                                            max_images=[s.max_images for s in dc.val])
@@ -639,8 +705,12 @@ class Trainer:
         ckpt_path = latest_checkpoint(path)
         if ckpt_path is None:
             raise FileNotFoundError(f"no checkpoint to resume from at {path}")
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        self.model.load_state_dict(ckpt["model"])
+        ckpt = read_resume_checkpoint(ckpt_path)
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise ValueError(f"cannot resume from {ckpt_path}: its weights do not fit this config's model "
+                             f"({str(e).splitlines()[0][:200]}); resume with the run's own config") from None
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
@@ -653,6 +723,7 @@ class Trainer:
         if self.world_size == s["world_size"] and self.rank == 0:
             set_rng_state(ckpt["rng"])
         if self.is_main:
+            trim_log(self.out_dir / "log.jsonl", self.step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step, self.epoch,
                      self.batch_in_epoch)
 

@@ -7,9 +7,10 @@ as `bbox_embed.0..5` and `transformer.decoder.bbox_embed.0..5`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import pickle
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -53,6 +54,63 @@ def _short_list(keys: Iterable[str], limit: int = 8) -> str:
     return head + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+def folder_message(path: Path) -> str:
+    """What to say when a folder is given where a checkpoint file is expected."""
+    found = sorted(p.name for p in path.glob("*.pth"))[:5]
+    hint = f" (it holds: {', '.join(found)})" if found else " (it holds no .pth file)"
+    return f"checkpoint {path} is a folder, not a model file: pass the .pth file inside it{hint}"
+
+
+_read_once = threading.local()
+
+
+@contextlib.contextmanager
+def reading_each_file_once():
+    """Within this block each checkpoint file is unpickled once: building a Predictor reads the
+    weights, the metadata, the prompt features and the refiners from one file (unpickling is
+    most of the cost of loading a small model). Callers must not modify what they get."""
+    if getattr(_read_once, "cache", None) is not None:  # nested: the outer block's cache serves
+        yield
+        return
+    _read_once.cache = {}
+    try:
+        yield
+    finally:
+        _read_once.cache = None
+
+
+def load_checkpoint_file(path: str | os.PathLike, mmap: bool = False):
+    """torch.load a checkpoint file safely (weights_only); any file that does not load is one
+    CheckpointError naming the file (missing, a folder, empty, truncated, corrupt, not PyTorch).
+
+    mmap: map the tensors instead of reading them (zip-format files only; torch's legacy
+    pre-1.6 format is read in full)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}. {OFFICIAL_DOWNLOAD_HINT}")
+    if path.is_dir():
+        raise CheckpointError(folder_message(path))
+    stat = path.stat()
+    if stat.st_size == 0:
+        raise CheckpointError(f"checkpoint file is empty: {path}")
+    cache = getattr(_read_once, "cache", None)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if cache is not None and key in cache:
+        return cache[key]
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways (KeyError: 101 for a text file)
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
+                              f"PyTorch checkpoint ({type(exc).__name__}: {first}). "
+                              f"Download it again.") from exc
+    if cache is not None:
+        cache[key] = obj
+    return obj
+
+
 def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> Dict[str, torch.Tensor]:
     """Read a checkpoint file safely (weights_only) and return its model state dict.
 
@@ -61,26 +119,21 @@ def read_state_dict(path: str | os.PathLike, mmap: bool = False) -> Dict[str, to
     torch's legacy (pre-1.6, non-zip) format cannot be mapped and are read in full.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}. {OFFICIAL_DOWNLOAD_HINT}")
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory, expected a .pth file: {path}")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file is empty: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated, corrupt or not a "
-                              f"PyTorch checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-                              f"Download it again.") from exc
+    obj = load_checkpoint_file(path, mmap=mmap)
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path} holds no model state dict (expected {{'model': state_dict}} "
-                              f"or a plain state dict of tensors)")
+    check_state_dict(obj, str(path))
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def check_state_dict(obj, where: str) -> None:
+    """A mapping of str keys to tensors, else CheckpointError naming `where`."""
+    if not isinstance(obj, Mapping) or not obj or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise CheckpointError(f"{where} holds no model state dict (expected {{'model': state_dict}} "
+                              f"or a plain state dict of tensors)")
 
 
 def load_state_dict_checked(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "<state dict>",

@@ -86,6 +86,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "precomputed feature file (.npz/.json/.pt)")
     p.add_argument("--clip-weights", default=None,
                    help="CLIP ViT-B/32 weights file or directory (for offline machines)")
+    p.add_argument("--exif-orientation", action="store_true",
+                   help="apply the images' EXIF orientation tag (phone photos): results and overlays are "
+                        "then in the image as viewers display it. Default: the tag is ignored, as in the "
+                        "official demo, and coordinates refer to the stored pixel grid (docs/BAD_INPUTS.md)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay images / videos")
     p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image")
 
@@ -180,7 +184,8 @@ def run_predict(args: argparse.Namespace) -> int:
     print(f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
           f"results in {out_dir / 'results.json'}", file=sys.stderr)
     if failed:
-        print(f"unipose: {len(failed)} input(s) could not be read: {', '.join(str(p) for p in failed)}",
+        # exit 1: some inputs gave no result (the others' results are written); docs/BAD_INPUTS.md
+        print(f"unipose: {len(failed)} input(s) gave no result: {', '.join(str(p) for p in failed)}",
               file=sys.stderr)
         return 1
     return 0
@@ -194,7 +199,7 @@ def _predict_file(path, predictor, prompt, args, writer, stamp) -> None:
     if is_video_path(path):
         _predict_video(path, predictor, prompt, args, writer, stamp)
         return
-    image = read_image(path)
+    image = read_image(path, exif_orientation=args.exif_orientation)
     t0 = time.perf_counter()
     instances = _run_query(predictor, image, prompt)
     seconds = time.perf_counter() - t0
@@ -208,13 +213,15 @@ def _predict_file(path, predictor, prompt, args, writer, stamp) -> None:
 def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
     from tqdm import tqdm
 
-    from .media import VideoReader, VideoWriter
+    from .media import MediaError, VideoReader, VideoWriter
 
     video_out = writer.unique_name(f"{path.stem}_annotated", ".mp4")
+    decoded = 0
     with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw:
         bar = tqdm(reader, total=reader.frame_count or None, desc=path.name, unit="frame",
                    disable=None, leave=False, file=sys.stderr)
         for index, frame in enumerate(bar):
+            decoded += 1
             t0 = time.perf_counter()
             instances = _run_query(predictor, frame, prompt)
             seconds = time.perf_counter() - t0
@@ -223,8 +230,9 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
                 vw.write(_annotate(frame, instances, stamp))
             if args.verbose:
                 tqdm.write(_summary(f"{path.name}#frame={index}", instances, seconds), file=sys.stderr)
-        if vw.frames_written == 0 and not args.no_overlay:
-            raise CliError(f"no frames could be read from video {path}")
+    if decoded == 0:  # opened, but nothing decodes: a per-input failure, like an unreadable image
+        raise MediaError(f"no frames could be decoded from video {path} (empty, truncated, or a codec "
+                         f"this OpenCV build cannot decode; try re-encoding it, e.g. ffmpeg -i IN -c:v libx264 OUT.mp4)")
 
 
 class _VisualQuery:

@@ -1,8 +1,9 @@
 """Reading images and videos, writing annotated results (OpenCV).
 
 Images are returned as BGR uint8 arrays (OpenCV's order); pass ``color="bgr"`` to the predictor.
-EXIF orientation is ignored on purpose, as in the official pipeline (PIL ``Image.open``), so
-coordinates refer to the stored pixel grid, like COCO annotations.
+EXIF orientation is ignored by default, as in the official pipeline (PIL ``Image.open``), so
+coordinates refer to the stored pixel grid, like COCO annotations; ``exif_orientation=True``
+applies it (a phone photo comes out as it is displayed, and so do the coordinates).
 """
 from __future__ import annotations
 
@@ -35,8 +36,11 @@ def _check_file(path: Path) -> None:
         raise MediaError(f"not a file: {path}")
 
 
-def read_image(path, color: str = "bgr") -> np.ndarray:
-    """Read an image file as HxWx3 uint8 (``color`` "bgr" or "rgb"); grayscale becomes 3 channels."""
+def read_image(path, color: str = "bgr", exif_orientation: bool = False) -> np.ndarray:
+    """Read an image file as HxWx3 uint8 (``color`` "bgr" or "rgb"); grayscale becomes 3 channels.
+
+    exif_orientation: rotate / mirror the pixels as the file's EXIF orientation tag says (as
+    image viewers display it); default False, the stored pixel grid (the official behaviour)."""
     path = Path(path)
     _check_file(path)
     if not is_image_path(path):
@@ -44,7 +48,8 @@ def read_image(path, color: str = "bgr") -> np.ndarray:
                          f"(supported: {', '.join(IMAGE_EXTENSIONS)})")
     # imdecode from bytes: cv2.imread cannot open some non-ASCII paths on every platform
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if data.size else None
+    flags = cv2.IMREAD_COLOR if exif_orientation else cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise MediaError(f"cannot decode image {path} (corrupt or not really a {path.suffix} file)")
     return image[:, :, ::-1].copy() if color == "rgb" else image

@@ -25,6 +25,7 @@ Weights may be stored as float16 (half the file); loading casts them to the mode
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,50 +67,207 @@ class ModelFileInfo:
 
 def read_model_file_info(path: str | os.PathLike) -> ModelFileInfo:
     """The extra entries of a checkpoint; an official file (or a plain state dict) gives an empty
-    ModelFileInfo. Memory-mapped, so probing a large official file reads almost nothing."""
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - unreadable files are reported by the weight loader
-        return ModelFileInfo()
+    ModelFileInfo. Memory-mapped, so probing a large official file reads almost nothing.
+
+    A file that does not load, or whose entries are not what save_model_file writes (a damaged
+    or hand-edited file), raises one CheckpointError naming the file and the entry."""
+    from .checkpoint import load_checkpoint_file
+
+    obj = load_checkpoint_file(path, mmap=True)
     if not isinstance(obj, Mapping):
-        return ModelFileInfo()
-    out = ModelFileInfo(info=dict(obj.get("info") or {}))
-    cfg = obj.get("model_config")
-    if isinstance(cfg, Mapping):
-        out.model_name = cfg.get("name")
-        out.model_overrides = dict(cfg.get("overrides") or {})
-    text = obj.get("text_features")
-    if isinstance(text, Mapping) and "texts" in text and "features" in text:
-        feats = text["features"].to(torch.float32)
-        out.text_table = {t: feats[i].clone() for i, t in enumerate(text["texts"])}
-        out.text_encoder = text.get("encoder")
-    if obj.get("vocabulary"):
-        out.vocabulary = [dict(s) for s in obj["vocabulary"]]
-    if isinstance(obj.get("input_size"), Mapping):
-        out.input_size = {k: int(v) for k, v in obj["input_size"].items()}
-    if isinstance(obj.get("postprocess"), Mapping):
-        out.postprocess = {k: float(v) for k, v in obj["postprocess"].items()}
-    refiner = obj.get("refiner")
-    if isinstance(refiner, Mapping) and isinstance(refiner.get("model_config"), Mapping):
-        cfg = refiner["model_config"]
-        out.refiner_config = {"name": cfg.get("name"), "overrides": dict(cfg.get("overrides") or {})}
-    heatmap = obj.get("heatmap_refiner")
-    if isinstance(heatmap, Mapping) and isinstance(heatmap.get("spec"), Mapping):
+        return ModelFileInfo()  # not a model file; the weight loader says what it is
+    try:
+        return _info_from_entries(obj)
+    except _BadEntry as e:
+        from .checkpoint import CheckpointError
+        raise CheckpointError(f"model file {path}: bad '{e.entry}' entry: {e.problem}. The file is damaged or "
+                              f"was not written by this project's exporter; export or download it again") from None
+
+
+class _BadEntry(Exception):
+    def __init__(self, entry: str, problem: str):
+        super().__init__(f"{entry}: {problem}")
+        self.entry, self.problem = entry, problem
+
+
+def _mapping(obj: Mapping, key: str) -> Optional[Mapping]:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _BadEntry(key, f"expected a mapping, found {type(value).__name__}")
+    return value
+
+
+def _names(value, entry: str, what: str) -> List[str]:
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise _BadEntry(entry, f"'{what}' must be a list of non-empty names")
+    return list(value)
+
+
+def _info_from_entries(obj: Mapping) -> ModelFileInfo:
+    info = obj.get("info")
+    out = ModelFileInfo(info=dict(info) if isinstance(info, Mapping) else {})
+    cfg = _mapping(obj, "model_config")
+    if cfg is not None:
+        out.model_name, out.model_overrides = _model_config(cfg, "model_config")
+    text = _mapping(obj, "text_features")
+    if text is not None:
+        out.text_table, out.text_encoder = _text_features(text, out.model_name, out.model_overrides)
+    if obj.get("vocabulary") is not None:
+        out.vocabulary = _vocabulary(obj["vocabulary"])
+    size = _mapping(obj, "input_size")
+    if size is not None:
+        out.input_size = _input_size(size)
+    post = _mapping(obj, "postprocess")
+    if post is not None:
+        out.postprocess = _postprocess(post)
+    refiner = _mapping(obj, "refiner")
+    if refiner is not None:
+        cfg = refiner.get("model_config")
+        if not isinstance(cfg, Mapping) or not isinstance(refiner.get("model"), Mapping):
+            raise _BadEntry("refiner", "expected {'model': state dict, 'model_config': {...}}")
+        name, overrides = _model_config(cfg, "refiner")
+        out.refiner_config = {"name": name, "overrides": overrides}
+    heatmap = _mapping(obj, "heatmap_refiner")
+    if heatmap is not None:
+        if not isinstance(heatmap.get("spec"), Mapping) or not isinstance(heatmap.get("model"), Mapping):
+            raise _BadEntry("heatmap_refiner", "expected {'model': state dict, 'spec': {...}}")
+        from .heatmap_refiner import HeatmapRefinerSpec
+        try:
+            HeatmapRefinerSpec.from_dict(dict(heatmap["spec"]))
+        except Exception as e:  # noqa: BLE001 - any malformed spec value
+            raise _BadEntry("heatmap_refiner", f"bad spec: {type(e).__name__}: {str(e)[:200]}") from None
         out.heatmap_refiner_spec = dict(heatmap["spec"])
+    return out
+
+
+def _model_config(cfg: Mapping, entry: str):
+    """(name, overrides) after checking them against the configurations this package builds."""
+    import dataclasses
+
+    from .configs import CONFIGS, UniPoseConfig, get_config
+
+    name = cfg.get("name")
+    if not isinstance(name, str) or name not in CONFIGS:
+        raise _BadEntry(entry, f"unknown model configuration {str(name)[:80]!r} (known: {', '.join(sorted(CONFIGS))})")
+    overrides = cfg.get("overrides") or {}
+    if not isinstance(overrides, Mapping):
+        raise _BadEntry(entry, f"'overrides' must be a mapping, found {type(overrides).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(UniPoseConfig)}
+    base = CONFIGS[name]
+    for key, value in overrides.items():
+        if key not in fields or key == "name":
+            raise _BadEntry(entry, f"unknown configuration field {str(key)[:80]!r} in 'overrides'")
+        default = getattr(base, key)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif default is None or isinstance(default, dict):
+            ok = value is None or isinstance(value, Mapping)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 100_000
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        else:
+            ok = True
+        if not ok:
+            raise _BadEntry(entry, f"override {key}={str(value)[:80]} does not fit the field (default {default!r})")
+    try:
+        get_config(name, **dict(overrides))
+    except Exception as e:  # noqa: BLE001
+        raise _BadEntry(entry, f"overrides do not make a configuration: {str(e)[:200]}") from None
+    return name, dict(overrides)
+
+
+def _text_features(text: Mapping, model_name, overrides):
+    from .configs import CONFIGS
+
+    texts, feats = text.get("texts"), text.get("features")
+    if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+        raise _BadEntry("text_features", "'texts' must be a list of prompt texts")
+    dim = int(overrides.get("text_dim", CONFIGS[model_name].text_dim)) if model_name else None
+    if not isinstance(feats, torch.Tensor) or feats.dim() != 2 or len(feats) != len(texts) \
+            or not feats.is_floating_point() or (dim is not None and feats.shape[1] != dim):
+        shape = tuple(feats.shape) if isinstance(feats, torch.Tensor) else type(feats).__name__
+        raise _BadEntry("text_features", f"'features' must be a float tensor of {len(texts)} rows (one per text) x "
+                                         f"{dim or 'the text size'} columns, found {shape}")
+    feats = feats.to(torch.float32)
+    if not torch.isfinite(feats).all():
+        raise _BadEntry("text_features", "'features' contains NaN or Inf")
+    encoder = text.get("encoder")
+    return {t: feats[i].clone() for i, t in enumerate(texts)}, encoder if isinstance(encoder, str) else None
+
+
+def _vocabulary(entries) -> List[Dict[str, Any]]:
+    from .vocabulary import Vocabulary, VocabularyError
+
+    if not isinstance(entries, (list, tuple)) or not entries or not all(isinstance(e, Mapping) for e in entries):
+        raise _BadEntry("vocabulary", "expected a non-empty list of keypoint-set mappings")
+    out = [dict(e) for e in entries]
+    for e in out:
+        _names(e.get("categories"), "vocabulary", "categories")
+        _names(e.get("keypoints"), "vocabulary", "keypoints")
+    try:
+        Vocabulary.from_data(out, source="vocabulary")
+    except (VocabularyError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise _BadEntry("vocabulary", str(e)[:200]) from None
+    return out
+
+
+def _input_size(size: Mapping) -> Dict[str, int]:
+    out = {}
+    for key, value in size.items():
+        if key not in ("short_side", "max_size") or isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value != int(value) or not 16 <= value <= 8192:
+            raise _BadEntry("input_size", f"{str(key)[:40]}={str(value)[:40]}: expected short_side / max_size in "
+                                          f"[16, 8192] pixels")
+        out[key] = int(value)
+    if out.get("max_size", 8192) < out.get("short_side", 0):
+        raise _BadEntry("input_size", f"max_size {out['max_size']} is below short_side {out['short_side']}")
+    return out
+
+
+# what each postprocess entry may hold (the Predictor's own argument checks)
+_POSTPROCESS_RANGES = {"box_threshold": (0.0, 1.0), "refine": (0.0, 20.0), "refine_size": (0.0, 4096.0)}
+
+
+def _postprocess(post: Mapping) -> Dict[str, float]:
+    out = {}
+    for key, value in post.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+            raise _BadEntry("postprocess", f"{str(key)[:40]} must be a number, found {type(value).__name__}")
+        try:
+            value = float(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise _BadEntry("postprocess", f"{str(key)[:40]} must be one number") from None
+        low, high = _POSTPROCESS_RANGES.get(key, (-math.inf, math.inf))
+        if not math.isfinite(value) or not low <= value <= high or (key == "box_threshold" and value >= 1.0):
+            raise _BadEntry("postprocess", f"{key} = {value} is not a usable value"
+                                           + (f" (expected {low:g} to {high:g})" if math.isfinite(high) else ""))
+        out[str(key)] = value
+    refine = out.get("refine", 0.0)
+    if refine and refine < 1.0:
+        raise _BadEntry("postprocess", f"refine = {refine}: expected 0 (off) or a crop factor in [1, 20]")
     return out
 
 
 def load_refiner(path: str | os.PathLike):
     """The crop-pass network stored in a model file ("refiner"), built and loaded (float32)."""
     from . import build_model
-    from .checkpoint import CheckpointError, load_state_dict_checked
+    from .checkpoint import CheckpointError, check_state_dict, load_checkpoint_file, load_state_dict_checked
 
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = load_checkpoint_file(path)
     entry = obj.get("refiner") if isinstance(obj, Mapping) else None
     if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), Mapping):
         raise CheckpointError(f"{path} holds no crop-refinement network ('refiner' entry)")
-    cfg = entry.get("model_config") or {}
-    model = build_model(cfg.get("name"), **dict(cfg.get("overrides") or {}))
+    check_state_dict(entry["model"], f"{path} (refiner)")
+    try:
+        name, overrides = _model_config(entry.get("model_config") or {}, "refiner")
+    except _BadEntry as e:
+        raise CheckpointError(f"model file {path}: bad 'refiner' entry: {e.problem}") from None
+    model = build_model(name, **overrides)
     load_state_dict_checked(model, {k: v.float() if v.is_floating_point() else v for k, v in entry["model"].items()},
                             f"{path} (refiner)")
     return model
@@ -117,9 +275,9 @@ def load_refiner(path: str | os.PathLike):
 
 def load_heatmap_refiner(path: str | os.PathLike):
     """The heatmap network stored in a model file ("heatmap_refiner"), built and loaded (float32)."""
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, load_checkpoint_file
 
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    obj = load_checkpoint_file(path)
     entry = obj.get("heatmap_refiner") if isinstance(obj, Mapping) else None
     if not isinstance(entry, Mapping) or not isinstance(entry.get("model"), Mapping):
         raise CheckpointError(f"{path} holds no heatmap refiner ('heatmap_refiner' entry)")
@@ -129,13 +287,14 @@ def load_heatmap_refiner(path: str | os.PathLike):
 def heatmap_refiner_from_entry(entry: Mapping, where: str):
     """A HeatmapRefiner from {"model": state dict, "spec": {...}} (a model file's entry, or the
     checkpoint unipose-train-refiner writes)."""
-    from .checkpoint import CheckpointError, load_state_dict_checked
+    from .checkpoint import CheckpointError, check_state_dict, load_state_dict_checked
     from .heatmap_refiner import HeatmapRefiner, HeatmapRefinerSpec
 
     try:
         spec = HeatmapRefinerSpec.from_dict(dict(entry.get("spec") or {}))
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{where}: bad heatmap refiner spec: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any malformed spec value (wrong types, sizes)
+        raise CheckpointError(f"{where}: bad heatmap refiner spec: {type(e).__name__}: {str(e)[:200]}") from e
+    check_state_dict(entry.get("model"), where)
     model = HeatmapRefiner(spec)
     load_state_dict_checked(model, {k: v.float() if v.is_floating_point() else v for k, v in entry["model"].items()},
                             where)

@@ -13,6 +13,7 @@ one of its own classes; the groups' detections then go through one class-agnosti
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -127,6 +128,16 @@ class PreparedPrompt:
     for_refiner: "PreparedPrompt | None" = None
 
 
+def _reading_each_file_once(init):
+    """Construction unpickles the checkpoint once, however many of its entries it reads."""
+    @functools.wraps(init)
+    def wrapper(*args, **kwargs):
+        from .checkpoint import reading_each_file_once
+        with reading_each_file_once():
+            return init(*args, **kwargs)
+    return wrapper
+
+
 class Predictor:
     """Load a UniPose model once, then run it on images with text prompts.
 
@@ -171,8 +182,13 @@ class Predictor:
         backend: "pytorch" (default), "onnxruntime" or "tensorrt": run an exported graph (one per
             input size, exported on first use and cached; see unipose_model/backends/);
             backend_options are passed to it (cache_dir, threads, precision, ...).
+        exif_orientation: apply the EXIF orientation tag of PIL images given to predict (a phone
+            photo is then read as displayed, and so are the coordinates); default False: the
+            stored pixel grid, as the official demo (arrays carry no tag; for files see
+            ``media.read_image(path, exif_orientation=True)``).
     """
 
+    @_reading_each_file_once
     def __init__(self, model: str | nn.Module | None = None, checkpoint: str | os.PathLike | None = None,
                  *, device: str = "auto", dtype: str | torch.dtype = "float32",
                  text_encoder: str | TextEncoder = "auto", clip_weights: str | None = None,
@@ -183,7 +199,8 @@ class Predictor:
                  refine_size: int | str | None = "auto", refine_model: str | nn.Module | None = "auto",
                  heatmap_refiner: str | nn.Module | None = "auto", batch_size: int = 8,
                  prompt_cache_size: int = 64, compile: bool | str = False,
-                 backend: str = "pytorch", backend_options: dict | None = None):
+                 backend: str = "pytorch", backend_options: dict | None = None,
+                 exif_orientation: bool = False):
         self.device = resolve_device(device)
         self.dtype = parse_dtype(dtype)
         check_dtype(self.dtype, self.device)
@@ -197,6 +214,7 @@ class Predictor:
         if batch_size < 1:
             raise PredictorError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)
+        self.exif_orientation = bool(exif_orientation)
         self.box_threshold = DEFAULT_BOX_THRESHOLD if box_threshold == "auto" else float(box_threshold)
         self.iou_threshold = float(iou_threshold)
         self.max_instances = max_instances
@@ -380,7 +398,8 @@ class Predictor:
     def _unknown_message(self, names: Sequence[str]) -> str:
         first = (self.file_info.vocabulary or [{}])[0]
         example = f"{first['categories'][0]}: {', '.join(first['keypoints'][:2])}" if first else ""
-        what = ", ".join(repr(n) for n in names)
+        from .prompt import _names_for_message
+        what = _names_for_message(names)
         return (f"unknown prompt {what}: this model ({self.checkpoint}) was trained on a fixed "
                 f"vocabulary and carries the prompt features of that vocabulary only. Known prompts: "
                 f"{self.known_prompts()}. Use a known category, optionally with some of its keypoints "
@@ -478,7 +497,7 @@ class Predictor:
             else:
                 prepared = self.prepare_prompt(prompt)
             t0 = time.perf_counter()
-            rgbs = _rgb_arrays(images, color)
+            rgbs = _rgb_arrays(images, color, self.exif_orientation)
             results = self._predict_rgb(rgbs, prepared, time.perf_counter() - t0)
             if self.refine:
                 self._refine(rgbs, results, prepared)
@@ -640,7 +659,7 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def _rgb_arrays(images, color: str) -> list[np.ndarray]:
+def _rgb_arrays(images, color: str, exif_orientation: bool = False) -> list[np.ndarray]:
     """Validate a batch of images once, as RGB uint8 arrays; errors name the image's index."""
     if images is None or isinstance(images, np.ndarray) and images.ndim < 4:
         raise PredictorError("predict_batch takes a list of images; use predict for one image")
@@ -648,7 +667,7 @@ def _rgb_arrays(images, color: str) -> list[np.ndarray]:
     rgbs = []
     for i, image in enumerate(images):
         try:
-            rgbs.append(as_rgb_array(image, color))
+            rgbs.append(as_rgb_array(image, color, exif_orientation))
         except ImageError as e:
             raise ImageError(f"image {i}: {e}" if len(images) > 1 else str(e)) from None
     return rgbs
@@ -690,10 +709,17 @@ def _load_model(model, checkpoint):
                                  f"{model!r}; leave the model out (it is read from the checkpoint) "
                                  f"or pass model={info.model_name!r}")
         name = model or info.model_name or DEFAULT_MODEL
+        overrides = info.model_overrides if info.model_name == name else {}
         try:
-            model = build_model(name, **(info.model_overrides if info.model_name == name else {}))
+            model = build_model(name, **overrides)
         except KeyError as e:
             raise PredictorError(f"unknown model {name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - only the file's overrides can make a known model fail to build
+            if not overrides:
+                raise
+            from .checkpoint import CheckpointError
+            raise CheckpointError(f"model file {checkpoint}: its 'model_config' overrides do not build a "
+                                  f"{name} model ({type(e).__name__}: {str(e)[:200]})") from None
     else:
         raise PredictorError(f"model must be a configuration name or an nn.Module, "
                              f"got {type(model).__name__}")
@@ -720,6 +746,9 @@ def resolve_checkpoint(model_name: str, checkpoint=None) -> Path | str:
                                           f"{path}; {download_hint(model_name)}")
         return path
     path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        from .checkpoint import CheckpointError, folder_message
+        raise CheckpointError(folder_message(path))
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path}; {download_hint(model_name)}")
     return path

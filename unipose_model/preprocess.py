@@ -33,6 +33,10 @@ def compute_resize(w: int, h: int, size: int = DEFAULT_SHORT_SIDE,
     case ``size`` shrinks to ``round(max_size * short / long)`` with Python's round (half to
     even), and the long side is truncated, not rounded.  An image whose short side already
     equals ``size`` keeps its size.
+
+    Very thin images (aspect ratio beyond 2 * max_size : 1, e.g. 3000x1), where the official
+    rule gives a 0-pixel side and crashes, keep a 1-pixel short side and a long side capped at
+    ``max_size``: the model still runs on them (and mostly finds nothing).
     """
     if w <= 0 or h <= 0:
         raise ImageError(f"image size must be positive, got {w}x{h} (w x h)")
@@ -42,25 +46,36 @@ def compute_resize(w: int, h: int, size: int = DEFAULT_SHORT_SIDE,
             size = int(round(max_size * short / long))
     if (w <= h and w == size) or (h <= w and h == size):
         return h, w
+    if size < 1:  # only where the official rule would produce an empty image
+        size = 1
+        cap = max_size if max_size is not None else max(w, h)
+        return (min(int(h / w), cap), 1) if w < h else (1, min(int(w / h), cap))
     if w < h:
         return int(size * h / w), size
     return size, int(size * w / h)
 
 
-def as_rgb_array(image, color: str = "rgb") -> np.ndarray:
+def as_rgb_array(image, color: str = "rgb", exif_orientation: bool = False) -> np.ndarray:
     """Validate ``image`` and return it as a contiguous HxWx3 uint8 RGB array.
 
     Accepts a PIL image, an HxW / HxWx1 grayscale array or an HxWx3 array whose channel order
     is ``color`` ("rgb" or "bgr").  Raises :class:`ImageError` naming the problem otherwise.
+    exif_orientation: apply a PIL image's EXIF orientation tag (default: ignore it, as the
+    official pipeline does; arrays carry no tag).
     """
     if color not in ("rgb", "bgr"):
         raise ImageError(f"color must be 'rgb' or 'bgr', got {color!r}")
     if image is None:
         raise ImageError("image is None (was the file or frame read successfully?)")
     if isinstance(image, Image.Image):
+        if exif_orientation:
+            from PIL import ImageOps
+            image = ImageOps.exif_transpose(image)
         if image.width * image.height == 0:
             raise ImageError(f"image is empty ({image.width}x{image.height} pixels)")
         _check_pixels(image.height, image.width)
+        if image.mode in _WIDE_PIL_MODES:
+            return _wide_to_rgb(image)
         return np.asarray(image.convert("RGB"))  # PIL images are RGB by definition
     if isinstance(image, torch.Tensor):
         raise ImageError("expected a numpy array or PIL image, got a torch.Tensor; "
@@ -85,6 +100,20 @@ def as_rgb_array(image, color: str = "rgb") -> np.ndarray:
     elif color == "bgr":
         image = image[:, :, ::-1]
     return np.ascontiguousarray(image)
+
+
+# 16-bit (and 32-bit integer / float) single-channel PIL modes: PIL's convert("RGB") clips them
+# at 255, which turns almost every pixel of a 16-bit image white.
+_WIDE_PIL_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_to_rgb(image: Image.Image) -> np.ndarray:
+    """A 16-bit grey PIL image as 8-bit RGB the way OpenCV reads the same file (the CLI's path):
+    the high byte (value >> 8). Modes "I" and "F" hold 16-bit data when PIL opens a 16-bit PNG
+    or TIFF, and are scaled the same way (values beyond 0..65535 saturate)."""
+    values = np.asarray(image, dtype=np.float64)
+    grey = np.clip(np.floor(values / 256.0), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
 
 
 def _check_pixels(h: int, w: int) -> None:

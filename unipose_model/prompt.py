@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from .vocabulary import KeypointSet, Vocabulary, keypoint_key, normalize_name
 
 __all__ = ["KeypointGroup", "Prompt", "PromptError", "parse_prompt", "prompt_from_parts",
-           "MAX_CLASSES", "MAX_KEYPOINTS"]
+           "quote_for_message", "MAX_CLASSES", "MAX_KEYPOINTS"]
 
 MAX_CLASSES = 350    # instance text slots of the official model
 MAX_KEYPOINTS = 68   # keypoint text slots per forward pass of the official model
@@ -51,6 +51,18 @@ _GROUP_KEYS = {"instances", "classes", "keypoints", "skeleton", "set_id"}
 _RESERVED = (",", ";", ":")  # characters a name must not contain to be written in text form
 
 Link = tuple[int, int]
+ECHO_LIMIT = 80  # characters of user text an error message repeats
+
+
+def quote_for_message(text: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(text)``, cut after ``limit`` characters with the full length said: error messages
+    (the CLI's, the ROS node's latched ~/active_prompt) must not echo a 100 kB prompt whole."""
+    if not isinstance(text, str):
+        shown = repr(text)
+        return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown):,} characters)"
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
 
 
 class PromptError(ValueError):
@@ -170,7 +182,10 @@ def parse_prompt(text: str, vocabulary: Vocabulary | None = None, *,
     if stripped[0] in "{[":
         try:
             data = json.loads(stripped)
-        except json.JSONDecodeError as e:
+        except ValueError as e:  # JSONDecodeError, or an integer too long to convert
+            if not isinstance(e, json.JSONDecodeError):
+                raise PromptError(f"the prompt starts with {stripped[0]!r}, so it is read as JSON, but "
+                                  f"it is not usable JSON: {str(e)[:120]}") from None
             raise PromptError(
                 f"the prompt starts with {stripped[0]!r}, so it is read as JSON, but it is not "
                 f"valid JSON: {e.msg} at line {e.lineno} column {e.colno} (char {e.pos}). Fix the "
@@ -251,6 +266,11 @@ def _named_entry(name: str, keypoints: list[str], skeleton, where: str, vocab: V
     return _Entry(name, names, skeleton, where, texts if texts != names else ())
 
 
+def _names_for_message(names: Sequence[str], most: int = 5) -> str:
+    shown = ", ".join(quote_for_message(n) for n in list(names)[:most])
+    return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
 def _check_limits(max_classes: int, max_keypoints: int) -> None:
     for name, value in (("max_classes", max_classes), ("max_keypoints", max_keypoints)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -270,10 +290,13 @@ def _as_list(value: Any) -> Any:
 def _unknown_category(name: str, vocab: Vocabulary, where: str) -> PromptError:
     close = vocab.suggest(name)
     hint = f" (close matches: {', '.join(close)})" if close else ""
-    place = "" if where == repr(name) else f" (in {where})"  # a one-word prompt needs no place
-    return PromptError(f"unknown category {name!r} and no keypoints given{place}. Give its "
-                       f"keypoints ('{name}: nose, tail') or use a known category, e.g. "
-                       f"{_EXAMPLES}{hint}")
+    place = "" if where == quote_for_message(name) else f" (in {where})"  # a one-word prompt needs no place
+    # examples from the vocabulary in use: a model with its own names only knows those
+    examples = _EXAMPLES if vocab is Vocabulary.default() else ", ".join(vocab.categories()[:5])
+    shown = name if len(name) <= ECHO_LIMIT else "cat"
+    return PromptError(f"unknown category {quote_for_message(name)} and no keypoints given{place}. Give its "
+                       f"keypoints ('{shown}: nose, tail') or use a known category, e.g. "
+                       f"{examples}{hint}")
 
 
 def _vocabulary_entries(names: list[str], vocab: Vocabulary, where: str) -> list[_Entry]:
@@ -290,7 +313,8 @@ def _entries_from_text(text: str, vocab: Vocabulary) -> list[_Entry]:
     entries: list[_Entry] = []
     clauses = text.split(";")
     for number, raw in enumerate(clauses, 1):
-        where = f"clause {number} ({raw.strip()!r})" if len(clauses) > 1 else repr(raw.strip())
+        where = (f"clause {number} ({quote_for_message(raw.strip())})" if len(clauses) > 1
+                 else quote_for_message(raw.strip()))
         if not raw.strip():
             raise PromptError(f"clause {number} is empty (nothing between ';' separators). Remove "
                               "the extra ';'; clauses look like 'person; cat: nose, tail'")
@@ -312,8 +336,8 @@ def _entries_from_text(text: str, vocab: Vocabulary) -> list[_Entry]:
             continue
         if not tail.strip():
             raise PromptError(f"no keypoints after ':' in {where}. List them, e.g. "
-                              f"'{names[0]}: nose, left eye', or drop the ':' to use the "
-                              f"predefined keypoints of {names[0]!r}")
+                              f"'{names[0][:ECHO_LIMIT]}: nose, left eye', or drop the ':' to use the "
+                              f"predefined keypoints of {quote_for_message(names[0])}")
         keypoints = [normalize_name(k) for k in tail.split(",")]
         if "" in keypoints:
             raise PromptError(f"empty keypoint name in {where}. Remove the extra ','; keypoints "
@@ -326,8 +350,8 @@ def _check_unique_keypoints(keypoints: list[str], where: str) -> None:
     seen = set()
     for k in keypoints:
         if keypoint_key(k) in seen:
-            raise PromptError(f"keypoint {k!r} is listed twice in {where} (an earlier name of a "
-                              "keypoint counts as that keypoint). List each keypoint once")
+            raise PromptError(f"keypoint {quote_for_message(k)} is listed twice in {where} (an earlier "
+                              "name of a keypoint counts as that keypoint). List each keypoint once")
         seen.add(keypoint_key(k))
 
 
@@ -363,7 +387,7 @@ def _string_list(value: Any, where: str, label: str) -> list[str]:
     if not isinstance(value, list):
         example = '["nose", "left eye"]' if label == "keypoints" else '["person", "dog"]'
         raise PromptError(f"{where}: {label!r} must be a list of strings, got "
-                          f"{type(value).__name__} {value!r}. Write e.g. {label}: {example}")
+                          f"{type(value).__name__} {quote_for_message(value)}. Write e.g. {label}: {example}")
     if not value:
         raise PromptError(f"{where}: {label!r} is empty. Give at least one name")
     names = []
@@ -371,7 +395,7 @@ def _string_list(value: Any, where: str, label: str) -> list[str]:
         if not isinstance(item, str):
             example = '"nose"' if label == "keypoints" else '"person"'
             raise PromptError(f"{where}: {label}[{i}] must be a string, got "
-                              f"{type(item).__name__} {item!r}. Quote the name, e.g. {example}")
+                              f"{type(item).__name__} {quote_for_message(item)}. Quote the name, e.g. {example}")
         name = normalize_name(item)
         if not name:
             raise PromptError(f"{where}: {label}[{i}] is an empty name. Remove it or give a name")
@@ -456,20 +480,26 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
         if first is None:
             by_name[e.name] = e
             continue
+<<<<<<< HEAD
         if first.key != e.key:
             raise PromptError(f"category {e.name!r} appears twice with different keypoints "
+=======
+        if first.keypoints != e.keypoints:
+            raise PromptError(f"category {quote_for_message(e.name)} appears twice with different keypoints "
+>>>>>>> issue-19a
                               f"({first.where} and {e.where}). Give each category one keypoint "
                               "list, or use two different category names")
         if first.skeleton is not None and e.skeleton is not None and first.skeleton != e.skeleton:
-            raise PromptError(f"category {e.name!r} appears twice with different skeletons "
+            raise PromptError(f"category {quote_for_message(e.name)} appears twice with different skeletons "
                               f"({first.where} and {e.where}). Give it one skeleton")
         if first.skeleton is None and e.skeleton is not None:
             by_name[e.name] = e
     classes = list(by_name)
     if order is not None:
         if sorted(order) != sorted(classes):
-            raise PromptError(f"the JSON 'classes' list {order} does not match the classes of its "
-                              f"groups {classes}. List each class of the groups exactly once")
+            raise PromptError(f"the JSON 'classes' list [{_names_for_message(order)}] does not match the "
+                              f"classes of its groups [{_names_for_message(classes)}]. List each class of "
+                              "the groups exactly once")
         classes = order
     if len(classes) > max_classes:
         raise PromptError(f"too many categories: {len(classes)}, the limit is {max_classes}. "
@@ -484,13 +514,18 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
     for key, indices in members.items():
         keypoints, texts, shown = key
         names = [classes[i] for i in indices]
+<<<<<<< HEAD
         if len(texts or keypoints) > max_keypoints:
             raise PromptError(f"{len(texts or keypoints)} keypoints for {', '.join(map(repr, names))}, but "
+=======
+        if len(keypoints) > max_keypoints:
+            raise PromptError(f"{len(keypoints)} keypoints for {_names_for_message(names)}, but "
+>>>>>>> issue-19a
                               f"the model takes at most {max_keypoints} keypoints per prompt. "
                               f"List at most {max_keypoints} keypoints for it")
         explicit = [by_name[n].skeleton for n in names if by_name[n].skeleton is not None]
         if len(set(explicit)) > 1:
-            raise PromptError(f"categories {', '.join(map(repr, names))} share one keypoint list "
+            raise PromptError(f"categories {_names_for_message(names)} share one keypoint list "
                               "but were given different skeletons. Give them one skeleton")
         skeleton = explicit[0] if explicit else _derive_skeleton(names, keypoints, vocab)
         groups.append(KeypointGroup(tuple(indices), keypoints, skeleton,

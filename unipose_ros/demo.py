@@ -112,7 +112,12 @@ def run(args: argparse.Namespace) -> int:
 
     source = str(Path(args.source).expanduser())
     rate = args.rate or _video_rate(source)
-    info = read_model_file_info(args.checkpoint)
+    from unipose_model.checkpoint import CheckpointError
+    try:
+        info = read_model_file_info(args.checkpoint)
+    except CheckpointError as e:  # missing, damaged or hand-edited: one line naming the file
+        print(f"unipose-demo: {e}", file=sys.stderr)
+        return 2
     if not info.model_name:
         print(f"unipose-demo: {args.checkpoint} names no model configuration; use a checkpoint "
               "written by unipose-train (or run unipose-detector with model:=...)", file=sys.stderr)

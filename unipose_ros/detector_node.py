@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
+from unipose_model.prompt import quote_for_message
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
 from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt, runtime_value,
@@ -284,7 +285,8 @@ class DetectorNode(LifecycleNode):
     # ------------------------------------------------------------------ prompts
     def _apply_prompt(self, text: str, source: str) -> tuple[bool, str]:
         """Make the text prompt `text` the prompt in force (see _switch_prompt)."""
-        return self._switch_prompt(lambda: resolve_prompt(self.predictor, text), f"prompt {text!r}", source)
+        return self._switch_prompt(lambda: resolve_prompt(self.predictor, text),
+                                   f"prompt {quote_for_message(text)}", source)
 
     def _switch_prompt(self, resolve, what: str, source: str) -> tuple[bool, str]:
         """Make `resolve()` (an ActivePrompt) the prompt from the next frame on: (True, its text);
@@ -296,7 +298,7 @@ class DetectorNode(LifecycleNode):
                     raise ValueError("no model loaded")
                 new = resolve()
             except Exception as exc:  # noqa: BLE001 - any parse/convert/encode problem is a rejection
-                current = self.prompt.text if self.prompt else "none"
+                current = quote_for_message(self.prompt.text) if self.prompt else "none"
                 reason = f"rejected {what} from {source}: {exc} (still in force: {current})"
                 self.get_logger().error(reason)
                 self._publish_active(REJECTED_PREFIX + reason)

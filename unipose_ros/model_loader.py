@@ -52,7 +52,9 @@ def resolve_prompt(predictor, text: str) -> ActivePrompt:
     text = (text or "").strip()
     if not text:
         raise ValueError("empty prompt")
-    canonical = parse_prompt(text).canonical()
+    # with the model's own vocabulary: a hint for an unknown category names what this model knows
+    parsed = predictor.parse(text) if hasattr(predictor, "parse") else parse_prompt(text)
+    canonical = parsed.canonical()
     return ActivePrompt.from_prepared(canonical, predictor.prepare_prompt(canonical))
 
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from ..unikpt.format import UniKPTError, load
+from .check_predictions import usable_predictions
 from .report import draw_cases, evaluate_dataset, worst_cases, write_report
 
 
@@ -88,7 +89,9 @@ def _evaluate(args, gt_paths, pred_paths, restrict: bool = False) -> int:
                 gt.images = gt.images[:args.max_images]
                 kept = {im.id for im in gt.images}
                 gt.instances = [i for i in gt.instances if i.image_id in kept]
-            results = json.loads(Path(pred_path).read_text(encoding="utf-8"))
+            results, problems = usable_predictions(gt, json.loads(Path(pred_path).read_text(encoding="utf-8")),
+                                                   source=str(pred_path))
+            _print_problems(problems)
             row = evaluate_dataset(gt, results, pck_thr=args.pck_thr, metric=args.metric, backend=args.backend)
         except (UniKPTError, OSError, json.JSONDecodeError, ValueError) as e:
             print(f"unipose-eval: {gt_path}: {e}", file=sys.stderr)
@@ -99,6 +102,13 @@ def _evaluate(args, gt_paths, pred_paths, restrict: bool = False) -> int:
     md, _ = write_report(rows, args.out)
     print(md.read_text(encoding="utf-8"))
     return 0
+
+
+def _print_problems(problems, most: int = 10) -> None:
+    for line in problems[:most]:
+        print(f"unipose-eval: {line}", file=sys.stderr)
+    if len(problems) > most:
+        print(f"unipose-eval: ... and {len(problems) - most} more left out", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,9 @@ class COCOStyleEval:
             self._gts.setdefault((inst.image_id, inst.category_id), []).append(
                 {"id": inst.id, "area": area, "bbox": inst.bbox, "kpts": inst.keypoints,
                  "iscrowd": int(inst.iscrowd), "ignore": ignore})
-        box_area = bool(results) and bool(results[0].get("bbox"))  # COCO.loadRes's rule
+        # COCO.loadRes's rule (the first result decides), made safe for results where only some
+        # entries have a box: those then all use their keypoints' extent
+        box_area = bool(results) and all(r.get("bbox") for r in results)
         for n, r in enumerate(results):
             if iou_type == "keypoints" and not box_area:
                 k = np.asarray(r["keypoints"], dtype=np.float64).reshape(-1, 3)

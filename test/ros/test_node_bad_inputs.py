@@ -1,0 +1,53 @@
+"""The detector node's own handling of issue 19's inputs, in process (items 1 and 7): a very thin
+frame is processed, not "processing failed"; a rejected prompt names what the loaded model knows
+and echoes at most a capped piece of a huge prompt on ~/active_prompt."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from rostest_support import header
+
+
+@pytest.fixture(scope="module")
+def node(ros_context):
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from unipose_model.model_file import BUNDLED_CHECKPOINT
+    from unipose_ros.detector_node import DetectorNode
+
+    node = DetectorNode(parameter_overrides=[
+        Parameter("model", value="unipose_tiny_visual"), Parameter("checkpoint", value=str(BUNDLED_CHECKPOINT)),
+        Parameter("device", value="cpu"), Parameter("prompt", value="fly")])
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    latched = []
+    node._publish_active = latched.append  # what ~/active_prompt would latch
+    node.latched = latched
+    yield node
+    node.trigger_cleanup()
+    node.destroy_node()
+
+
+def test_a_very_thin_frame_is_processed(node):
+    from unipose_ros.image_conversion import array_to_image
+
+    published = []
+    node._pubs["keypoints"] = type("Pub", (), {"publish": lambda self, m: published.append(m)})()
+    for shape in [(1, 3000, 3), (2, 4000, 3)]:
+        msg = array_to_image(np.full(shape, 120, np.uint8), "bgr8", header(1))
+        node._process(msg, time.monotonic())  # was: ValueError -> "processing failed"
+    assert len(published) == 2 and node._bad_frames == 0
+    assert (published[0].image_width, published[0].image_height) == (3000, 1)
+
+
+def test_rejected_prompts_name_the_models_categories_and_are_capped(node):
+    ok, reason = node._apply_prompt("zebra", "topic")
+    assert not ok and "fly" in reason and "cat, dog" not in reason, reason
+    assert node.latched[-1].startswith("error: ")
+    ok, reason = node._apply_prompt("a" * 100_000, "topic")
+    assert not ok and "(100,000 characters)" in reason
+    assert len(node.latched[-1]) < 1000 and len(reason) < 1000, len(node.latched[-1])
+    assert node.prompt.text == "fly"  # still in force
