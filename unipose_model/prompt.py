@@ -480,13 +480,8 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
         if first is None:
             by_name[e.name] = e
             continue
-<<<<<<< HEAD
         if first.key != e.key:
-            raise PromptError(f"category {e.name!r} appears twice with different keypoints "
-=======
-        if first.keypoints != e.keypoints:
             raise PromptError(f"category {quote_for_message(e.name)} appears twice with different keypoints "
->>>>>>> issue-19a
                               f"({first.where} and {e.where}). Give each category one keypoint "
                               "list, or use two different category names")
         if first.skeleton is not None and e.skeleton is not None and first.skeleton != e.skeleton:
@@ -514,13 +509,8 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
     for key, indices in members.items():
         keypoints, texts, shown = key
         names = [classes[i] for i in indices]
-<<<<<<< HEAD
         if len(texts or keypoints) > max_keypoints:
-            raise PromptError(f"{len(texts or keypoints)} keypoints for {', '.join(map(repr, names))}, but "
-=======
-        if len(keypoints) > max_keypoints:
-            raise PromptError(f"{len(keypoints)} keypoints for {_names_for_message(names)}, but "
->>>>>>> issue-19a
+            raise PromptError(f"{len(texts or keypoints)} keypoints for {_names_for_message(names)}, but "
                               f"the model takes at most {max_keypoints} keypoints per prompt. "
                               f"List at most {max_keypoints} keypoints for it")
         explicit = [by_name[n].skeleton for n in names if by_name[n].skeleton is not None]
