@@ -212,7 +212,7 @@ def test_model_fly_alone_gives_the_fly_prompt_and_ctrl_c_while_frames_flow_logs_
         assert array.prompt == "fly"
         # frames arrive faster than the model runs, so the worker is mid-frame at any instant
         probe.wait_until(lambda: len(probe.messages("/unipose/keypoints")) >= 4, 60, "four results")
-        detector_log = tmp_path / "detector.log"
     # launched() has now sent SIGINT to both nodes and waited for them
-    text = detector_log.read_text(errors="replace")
-    assert "ERROR" not in text and "Traceback" not in text, text[-3000:]
+    for name in ("detector", "image_source"):
+        text = (tmp_path / f"{name}.log").read_text(errors="replace")
+        assert "ERROR" not in text and "Traceback" not in text, f"{name}:\n{text[-3000:]}"
