@@ -34,7 +34,7 @@ from visualization_msgs.msg import MarkerArray
 
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
-from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt, runtime_value,
+from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt, runtime_value,
                                       resolve_visual_prompt, visual_prompt_from_fields,
                                       visual_prompt_from_parameters)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
@@ -457,12 +457,7 @@ class DetectorNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _model_name(self) -> str:
-        from unipose_model.model_file import BUNDLED_MODELS
-
-        model, checkpoint = self._param("model"), self._param("checkpoint")
-        if not checkpoint:
-            checkpoint = f"bundled {BUNDLED_MODELS[model].name}" if model in BUNDLED_MODELS else "default checkpoint"
-        return f"{model} ({checkpoint})"
+        return model_label(self._param("model"), self._param("checkpoint"))
 
     def _publish_diagnostics(self) -> None:
         pub = self._diag_pub
