@@ -60,9 +60,9 @@ def _check_rviz2() -> None:
     """Fail before any node starts when rviz2 is missing (launch_ros would find out only when it
     starts rviz2, after the detector and image_source, and leave those running)."""
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+        from ament_index_python.packages import get_package_prefix
         prefix = get_package_prefix("rviz2")
-    except (ImportError, PackageNotFoundError):
+    except (ImportError, LookupError, OSError):  # not installed, or no AMENT_PREFIX_PATH at all
         prefix = None
     if prefix is None or not os.access(Path(prefix) / "lib" / "rviz2" / "rviz2", os.X_OK):
         distro = os.environ.get("ROS_DISTRO") or "<distro>"

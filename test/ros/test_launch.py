@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shlex
 import subprocess
@@ -24,20 +23,6 @@ DATA = ROOT / "unipose_model" / "data"
 
 def by_executable(nodes):
     return {n.executable: n for n in nodes}
-
-
-@pytest.fixture
-def rviz2_installed(tmp_path, monkeypatch):
-    """An ament prefix holding an `rviz2` package and executable (rviz2 is not installed here)."""
-    prefix = tmp_path / "rviz2_prefix"
-    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
-    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "rviz2").write_text("")
-    (prefix / "lib" / "rviz2").mkdir(parents=True)
-    (prefix / "lib" / "rviz2" / "rviz2").write_text("#!/bin/sh\n")
-    (prefix / "lib" / "rviz2" / "rviz2").chmod(0o755)
-    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
-        p for p in (str(prefix), os.environ.get("AMENT_PREFIX_PATH", "")) if p))
-    return prefix
 
 
 @contextlib.contextmanager
@@ -132,6 +117,9 @@ def test_rviz_without_rviz2_fails_before_any_node_starts(monkeypatch, tmp_path):
     monkeypatch.setenv("ROS_DISTRO", "jazzy")
     with pytest.raises(RuntimeError, match=r"rviz:=true needs rviz2.*apt install ros-jazzy-rviz2.*Nothing was started"):
         launch_runner.evaluate(LAUNCH_FILE, {"use_sample_source": "true", "rviz": "true"})
+    monkeypatch.delenv("AMENT_PREFIX_PATH")  # no ROS environment at all: the same message
+    with pytest.raises(RuntimeError, match=r"rviz:=true needs rviz2"):
+        launch_runner.evaluate(LAUNCH_FILE, {"rviz": "true"})
     _, nodes = launch_runner.evaluate(LAUNCH_FILE, {"use_sample_source": "true"})  # rviz:=false needs none
     assert set(by_executable(nodes)) == {"detector", "image_source"}
 
