@@ -76,7 +76,7 @@ def resolve_bundled_model(model, checkpoint):
     if not isinstance(model, str) or model not in BUNDLED_MODELS:
         return model, checkpoint
     bundled = BUNDLED_MODELS[model]
-    if checkpoint is not None and str(checkpoint) != str(bundled) and (
+    if checkpoint not in (None, "") and str(checkpoint) != str(bundled) and (
             str(checkpoint) == REFERENCE_CHECKPOINT or Path(checkpoint).expanduser().resolve() != bundled.resolve()):
         raise PredictorError(f"model {model!r} is the bundled model file {bundled}, but checkpoint {checkpoint} "
                              f"was given too; leave the checkpoint out, or leave the model out to run {checkpoint}")
