@@ -34,8 +34,8 @@ from visualization_msgs.msg import MarkerArray
 
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
-from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt, runtime_value,
-                                      resolve_visual_prompt, visual_prompt_from_fields,
+from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt,
+                                      runtime_value, resolve_visual_prompt, visual_prompt_from_fields,
                                       visual_prompt_from_parameters)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)

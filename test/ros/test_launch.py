@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import re
 import shlex
 import subprocess
 import xml.etree.ElementTree as ET
