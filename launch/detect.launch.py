@@ -1,11 +1,15 @@
 """Keypoint detection on a camera stream: the `unipose` detector, optionally a sample camera and RViz.
 
     ros2 launch unipose_ros detect.launch.py                          # camera on /camera/image_raw
-    ros2 launch unipose_ros detect.launch.py use_sample_source:=true rviz:=true
+    ros2 launch unipose_ros detect.launch.py use_sample_source:=true rviz:=true   # no camera: flies
+    ros2 launch unipose_ros detect.launch.py model:=fly               # the bundled fly model
     ros2 launch unipose_ros detect.launch.py image:=/my_cam/image compressed:=true prompt:="cat, dog"
 
-Arguments left empty take their value from the params file (config/detector.yaml).
+Arguments left empty take their value from the params file (config/detector.yaml). The one
+exception: the bundled sample (use_sample_source:=true without sample_source) is the fly clip, so
+without model:= or checkpoint:= it runs with the bundled fly model and its prompt.
 """
+import os
 from pathlib import Path
 
 from launch import LaunchDescription
@@ -23,16 +27,20 @@ ARGUMENTS = {
     "support_image": ("", "Visual prompt instead of the text prompt: support image or VIDEO#frame=N "
                           "(with support_keypoints). Empty: params file."),
     "support_keypoints": ("", "Keypoints of support_image (COCO json or 'name: x y' lines). Empty: params file."),
-    "model": ("", "Model configuration (unipose_swint, unipose_tiny, ...). Empty: params file."),
+    "model": ("", "Model configuration (unipose_swint, unipose_tiny, ...) or fly (the bundled fly model, "
+                  "no checkpoint needed). Empty: params file."),
     "checkpoint": ("", "Checkpoint path ('reference' for test weights). Empty: params file."),
     "text_encoder": ("", "auto, clip, hash or a feature file. Empty: params file."),
     "device": ("", "auto, cpu, cuda or cuda:N. Empty: params file."),
-    "backend": ("", "torch (onnxruntime/tensorrt later). Empty: params file."),
+    "backend": ("", "torch, onnxruntime or tensorrt (an exported graph, built on first use and cached). "
+                    "Empty: params file."),
     "params_file": (str(SHARE / "config" / "detector.yaml"), "Detector parameters (YAML)."),
-    "use_sample_source": ("false", "Start image_source publishing the bundled sample on IMAGE."),
-    "sample_source": ("", "Video, image folder or image for image_source. Empty: bundled sample."),
+    "use_sample_source": ("false", "Start image_source publishing the bundled fly clip on IMAGE (no camera "
+                                   "needed); without model/checkpoint the detector runs the bundled fly model."),
+    "sample_source": ("", "Video, image folder or image for image_source. Empty: the bundled fly clip."),
     "sample_rate": ("10.0", "Frames per second of image_source."),
-    "rviz": ("false", "Start rviz2 with config/unipose.rviz (annotated image and markers)."),
+    "rviz": ("false", "Start rviz2 with config/unipose.rviz (annotated image and markers); needs rviz2 "
+                      "(ros-$ROS_DISTRO-rviz2)."),
 }
 DETECTOR_OVERRIDES = ("prompt", "support_image", "support_keypoints", "model", "checkpoint", "text_encoder",
                       "device", "backend")
@@ -48,11 +56,31 @@ def _camera_info_topic(image_topic: str) -> str:
     return f"{parent}/camera_info"
 
 
+def _check_rviz2() -> None:
+    """Fail before any node starts when rviz2 is missing (launch_ros would find out only when it
+    starts rviz2, after the detector and image_source, and leave those running)."""
+    try:
+        from ament_index_python.packages import get_package_prefix
+        prefix = get_package_prefix("rviz2")
+    except (ImportError, LookupError, OSError):  # not installed, or no AMENT_PREFIX_PATH at all
+        prefix = None
+    if prefix is None or not os.access(Path(prefix) / "lib" / "rviz2" / "rviz2", os.X_OK):
+        distro = os.environ.get("ROS_DISTRO") or "<distro>"
+        raise RuntimeError(f"rviz:=true needs rviz2, which is not installed here: install it "
+                           f"(sudo apt install ros-{distro}-rviz2, then source the ROS setup again) or "
+                           f"leave rviz:=false and watch /unipose/image_annotated elsewhere. Nothing was started.")
+
+
 def _launch_setup(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    if _true(arg["rviz"]):
+        _check_rviz2()
     image = arg["image"]
     camera_info = arg["camera_info"] or _camera_info_topic(image)
     overrides = {name: arg[name] for name in DETECTOR_OVERRIDES if arg[name]}
+    if _true(arg["use_sample_source"]) and not arg["sample_source"] and not (arg["model"] or arg["checkpoint"]):
+        # the bundled clip shows flies: run the model made for it, with its own prompt ("" = the model's)
+        overrides.update(model="fly", checkpoint="", prompt=arg["prompt"])
     overrides["use_compressed"] = _true(arg["compressed"])
     nodes = [Node(
         package="unipose_ros", executable="detector", name="unipose", output="screen",

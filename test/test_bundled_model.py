@@ -170,3 +170,36 @@ def test_official_format_and_half_weights_still_load(tmp_path):
     assert torch.equal(enc.encode_instances(["fly"])[0], torch.ones(512))
     with pytest.raises(TextEncoderError, match="known: a photo of fly"):
         enc.encode_instances(["mouse"])
+
+
+def test_the_word_fly_runs_the_bundled_model_in_python_and_the_cli(monkeypatch, tmp_path, capsys):
+    """Predictor(model="fly") and `unipose predict --model fly` (ROS: model:=fly) name the bundled
+    file, even where an official checkpoint would be the default, and nothing else is needed."""
+    from unipose_model.cli import main
+    from unipose_model.model_file import BUNDLED_MODELS, DATA_DIR
+    from unipose_model.predictor import PredictorError
+
+    monkeypatch.setenv("UNIPOSE_CACHE", str(tmp_path))
+    (tmp_path / "unipose_swint.pth").write_bytes(b"not used")  # would be the no-argument default
+    assert BUNDLED_MODELS["fly"] == BUNDLED_CHECKPOINT
+    image = DATA_DIR / "sample_fly.jpg"
+    p = Predictor(model="fly", device="cpu")
+    assert p.checkpoint == BUNDLED_CHECKPOINT and p.default_prompt() == "fly"
+    flies = p.predict(cv2.imread(str(image)), "fly", color="bgr")
+    assert len(flies) == 2 and all(f.label == "fly" and len(f.keypoint_names) == 13 for f in flies)
+
+    out = tmp_path / "out"
+    assert main(["predict", str(image), "--model", "fly", "--prompt", "fly", "--out", str(out),
+                 "--device", "cpu", "--no-overlay"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 2 and all(len(r["keypoints"]) == 13 * 3 for r in results)
+    assert "no official checkpoint" not in capsys.readouterr().err  # asked for, not a fallback
+
+    # "fly" with another checkpoint is a contradiction, said in one line
+    with pytest.raises(PredictorError, match="bundled model file"):
+        Predictor(model="fly", checkpoint="reference")
+    assert main(["predict", str(image), "--model", "fly", "--checkpoint", "reference", "--prompt", "fly",
+                 "--out", str(out)]) == 2
+    assert "bundled model file" in capsys.readouterr().err
+    with pytest.raises(PredictorError, match="bundled models.*fly"):
+        Predictor(model="flies", checkpoint="reference")

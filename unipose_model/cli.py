@@ -52,7 +52,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "test weights (meaningless detections)")
     p.add_argument("--out", "-o", required=True, help="output directory")
     p.add_argument("--model", default=None,
-                   help="model configuration (default: the one the checkpoint names, else unipose_swint)")
+                   help="model configuration (default: the one the checkpoint names, else unipose_swint), "
+                        "or 'fly': the bundled fly model (unipose_model/data/fly_demo.pth), no checkpoint needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="inference precision; float16 needs CUDA, bfloat16 CUDA or a CPU with native bf16 "
@@ -101,7 +102,8 @@ def run_predict(args: argparse.Namespace) -> int:
     from .media import MediaError, collect_inputs, is_video_path
     from .model_file import BUNDLED_CHECKPOINT, read_model_file_info
     from .predictor import (DEFAULT_MODEL, REFERENCE_CHECKPOINT, Predictor, UnknownPromptError,
-                            default_checkpoint, download_hint, resolve_checkpoint, resolve_device)
+                            default_checkpoint, download_hint, resolve_bundled_model, resolve_checkpoint,
+                            resolve_device)
     from .prompt import PromptError, parse_prompt
     from .preprocess import ImageError
     from .text_encoder import build_text_encoder
@@ -112,11 +114,12 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CliError("give a text prompt (--prompt 'person') or a visual prompt "
                        "(--support-image S.jpg --support-keypoints S.json)")
     files = collect_inputs(args.inputs)
-    if args.checkpoint is None and args.model is None:
+    model, checkpoint = resolve_bundled_model(args.model, args.checkpoint)  # --model fly: the bundled file
+    if checkpoint is None and model is None:
         checkpoint = default_checkpoint()  # the official file, else the bundled fly model
     else:
-        checkpoint = resolve_checkpoint(args.model or DEFAULT_MODEL, args.checkpoint)
-    bundled_fallback = args.checkpoint is None and Path(checkpoint) == BUNDLED_CHECKPOINT
+        checkpoint = resolve_checkpoint(model or DEFAULT_MODEL, checkpoint)
+    bundled_fallback = args.checkpoint is None and args.model is None and Path(checkpoint) == BUNDLED_CHECKPOINT
     if str(checkpoint) != REFERENCE_CHECKPOINT:
         read_state_dict(checkpoint, mmap=True)  # a missing or corrupt file is named before CLIP loads
     fixed_vocabulary = str(checkpoint) != REFERENCE_CHECKPOINT and read_model_file_info(checkpoint).vocabulary
@@ -127,7 +130,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                  checkpoint=checkpoint)
     if hasattr(encoder, "load"):
         encoder.load()  # missing CLIP weights: fail now, not after the model is built
-    predictor = Predictor(args.model, checkpoint, device=args.device, dtype=args.dtype,
+    predictor = Predictor(model, checkpoint, device=args.device, dtype=args.dtype,
                           text_encoder=encoder,
                           box_threshold="auto" if args.box_threshold is None else args.box_threshold,
                           iou_threshold=args.iou_threshold, short_side=args.short_side,

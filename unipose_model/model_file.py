@@ -39,6 +39,9 @@ BUNDLED_VIDEO = DATA_DIR / "sample_fly.mp4"       # its data: SLEAP's two-fly cl
 # a 1-shot visual prompt for it: fly 0 of training frame 1000, chosen by unipose-rank-supports
 BUNDLED_SUPPORT_KEYPOINTS = DATA_DIR / "fly_support.json"
 BUNDLED_SUPPORT_IMAGE = f"{BUNDLED_VIDEO}#frame=1000"
+# Models shipped with the package, by the one word a user types: Predictor(model="fly"),
+# `unipose predict --model fly`, `ros2 launch ... model:=fly`. The file names its configuration.
+BUNDLED_MODELS = {"fly": BUNDLED_CHECKPOINT}
 
 
 @dataclass

@@ -69,6 +69,21 @@ def default_checkpoint() -> Path:
     return official if official.is_file() or not BUNDLED_CHECKPOINT.is_file() else BUNDLED_CHECKPOINT
 
 
+def resolve_bundled_model(model, checkpoint):
+    """A bundled model's name (``"fly"``) -> (None, its file): the file names its configuration.
+    Anything else passes through. A bundled name with another checkpoint is a contradiction."""
+    from .model_file import BUNDLED_MODELS
+
+    if not isinstance(model, str) or model not in BUNDLED_MODELS:
+        return model, checkpoint
+    bundled = BUNDLED_MODELS[model]
+    if checkpoint not in (None, "") and str(checkpoint) != str(bundled) and (
+            str(checkpoint) == REFERENCE_CHECKPOINT or Path(checkpoint).expanduser().resolve() != bundled.resolve()):
+        raise PredictorError(f"model {model!r} is the bundled model file {bundled}, but checkpoint {checkpoint} "
+                             f"was given too; leave the checkpoint out, or leave the model out to run {checkpoint}")
+    return None, bundled
+
+
 def download_hint(model_name: str = DEFAULT_MODEL) -> str:
     return (f"download the official 'unipose_swint.pth' from the links in the IDEA-Research/X-Pose "
             f"GitHub README and pass --checkpoint PATH, or put it at {default_checkpoint_path(model_name)}")
@@ -142,8 +157,10 @@ class Predictor:
     """Load a UniPose model once, then run it on images with text prompts.
 
     Args:
-        model: configuration name ("unipose_swint", "unipose_tiny", ...) or a built model; None =
-            the configuration the checkpoint names (``unipose_swint`` for official files).
+        model: configuration name ("unipose_swint", "unipose_tiny", ...), a bundled model's name
+            (``"fly"``: the fly model shipped in ``unipose_model/data``, no checkpoint needed) or a
+            built model; None = the configuration the checkpoint names (``unipose_swint`` for
+            official files).
         checkpoint: path of an official-format checkpoint; "reference" for the deterministic
             reference weights (meaningless detections); None = the default location for a model
             name (``~/.cache/unipose/<name>.pth``), or the model's current weights for a module;
@@ -219,6 +236,7 @@ class Predictor:
         self.iou_threshold = float(iou_threshold)
         self.max_instances = max_instances
 
+        model, checkpoint = resolve_bundled_model(model, checkpoint)
         if model is None and checkpoint is None:
             checkpoint = default_checkpoint()
         self.model, self.checkpoint, self.file_info = _load_model(model, checkpoint)
@@ -284,6 +302,12 @@ class Predictor:
         self._prompt_cache_size = prompt_cache_size
         self._lock = threading.RLock()  # one inference at a time (e.g. several ROS callbacks)
         self.last_timing: dict[str, float] = {}
+
+    def default_prompt(self) -> str:
+        """The prompt to start with when none is given: the categories a model file with its own
+        vocabulary knows (the bundled fly model: "fly"), else "person"."""
+        categories = [c for entry in (self.file_info.vocabulary or []) for c in entry.get("categories", ())]
+        return ", ".join(dict.fromkeys(categories)) or "person"
 
     def model_defaults(self) -> dict:
         """What the model file recommends (the library defaults where it says nothing):
@@ -713,7 +737,9 @@ def _load_model(model, checkpoint):
         try:
             model = build_model(name, **overrides)
         except KeyError as e:
-            raise PredictorError(f"unknown model {name!r}: {e}") from None
+            from .model_file import BUNDLED_MODELS
+            raise PredictorError(f"unknown model {name!r}: {e.args[0] if e.args else e}; bundled models "
+                                 f"(no checkpoint needed): {', '.join(BUNDLED_MODELS)}") from None
         except Exception as e:  # noqa: BLE001 - only the file's overrides can make a known model fail to build
             if not overrides:
                 raise
@@ -735,10 +761,14 @@ def _load_model(model, checkpoint):
 def resolve_checkpoint(model_name: str, checkpoint=None) -> Path | str:
     """The checkpoint file to load ("reference" passes through), or a clear error if missing.
 
-    None means the default location, ``default_checkpoint_path(model_name)``.
+    None means the default location, ``default_checkpoint_path(model_name)``, or the file of a
+    bundled model (``"fly"``).
     """
     if str(checkpoint) == REFERENCE_CHECKPOINT:
         return REFERENCE_CHECKPOINT
+    from .model_file import BUNDLED_MODELS
+    if checkpoint is None and model_name in BUNDLED_MODELS:
+        return BUNDLED_MODELS[model_name]
     if checkpoint is None:
         path = default_checkpoint_path(model_name)
         if not path.is_file():
@@ -778,6 +808,6 @@ def _sync(device: torch.device) -> None:
 
 __all__ = ["Predictor", "Instance", "PreparedPrompt", "PredictorError", "CheckpointNotFoundError",
            "UnknownPromptError", "REFERENCE_CHECKPOINT", "default_checkpoint", "default_checkpoint_path",
-           "resolve_checkpoint", "resolve_device",
+           "resolve_checkpoint", "resolve_device", "resolve_bundled_model",
            "cache_dir", "download_hint",
            "TextEncoder", "ClipTextEncoder", "HashTextEncoder"]  # re-exported for convenience

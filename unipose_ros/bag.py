@@ -38,9 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output storage (default: that of the input)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output bag")
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="unipose_swint")
+    model.add_argument("--model", default="unipose_swint",
+                       help="model configuration (default unipose_swint), or fly: the bundled fly model")
     model.add_argument("--checkpoint", default="", help="checkpoint (default: ~/.cache/unipose/<model>.pth)")
-    model.add_argument("--text-encoder", default="clip")
+    model.add_argument("--text-encoder", default="auto",
+                       help="auto (default: the checkpoint's own prompt features, else CLIP), clip, hash, or a feature file")
     model.add_argument("--clip-weights", default="")
     model.add_argument("--device", default="auto")
     model.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
@@ -122,7 +124,7 @@ def process_bag(args: argparse.Namespace) -> dict:
     from unipose_ros.detection_messages import keypoint_array
     from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                               compressed_to_color, image_to_color)
-    from unipose_ros.model_loader import load_predictor, resolve_prompt
+    from unipose_ros.model_loader import load_predictor, model_label, resolve_prompt
 
     if not (args.input / "metadata.yaml").is_file():
         raise BagError(f"{args.input} is not a rosbag2 directory (no metadata.yaml)")
@@ -139,7 +141,7 @@ def process_bag(args: argparse.Namespace) -> dict:
         "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances,
         "refine": args.refine})
     prompt = resolve_prompt(predictor, args.prompt)
-    model_name = f"{args.model} ({args.checkpoint or 'default checkpoint'})"
+    model_name = model_label(args.model, args.checkpoint)
     store = message_typestore()
     counts = {"frames": 0, "instances": 0, "skipped": 0}
 

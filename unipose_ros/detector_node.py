@@ -35,8 +35,8 @@ from visualization_msgs.msg import MarkerArray
 from unipose_model.prompt import quote_for_message
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
-from unipose_ros.model_loader import (check_prompt_fields, load_predictor, resolve_prompt, runtime_value,
-                                      resolve_visual_prompt, visual_prompt_from_fields,
+from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt,
+                                      runtime_value, resolve_visual_prompt, visual_prompt_from_fields,
                                       visual_prompt_from_parameters)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)
@@ -86,16 +86,21 @@ class DetectorNode(LifecycleNode):
         self._last_error = ""
         self._last_error_time = -1e9
         self._syncing_prompt = False
-        self._load_error = ""
+        self._configure_error = ""  # why the last configure failed (ERROR on /diagnostics)
         self._image_sub = None
         self._info_sub = None
         self._pubs: dict = {}
         self._prompt_subs: list = []
         self._capture_srv = None
         self._last_frame = None  # (image, channel order, header) of the newest converted frame
-        self._diag_timer = None
         self._image_group = MutuallyExclusiveCallbackGroup()
         self._control_group = MutuallyExclusiveCallbackGroup()
+        # /diagnostics from start-up, not from configure: a model that fails to load is an ERROR
+        # status there, not silence
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics",
+                                               QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._diag_timer = None
+        self._start_diagnostics(float(self._param("diagnostics_period")))
 
     # ------------------------------------------------------------------ parameters
     def _param(self, name: str):
@@ -151,11 +156,20 @@ class DetectorNode(LifecycleNode):
                                f"{'on' if getattr(predictor, 'heatmap_refiner', None) is not None else 'off'}")
 
     # ------------------------------------------------------------------ lifecycle
+    def _start_diagnostics(self, period: float) -> None:
+        if self._diag_timer is not None:
+            if abs(self._diag_timer.timer_period_ns * 1e-9 - period) < 1e-9:
+                return
+            self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(period, self._publish_diagnostics, callback_group=self._control_group)
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         params = self._params()
+        self._start_diagnostics(float(params["diagnostics_period"]))
         for name in ("backend", "precision", "image_qos", "speed_profile", "refine"):
             reason = check_choice(name, params[name])
             if reason:
+                self._configure_error = reason
                 self.get_logger().error(reason)
                 return TransitionCallbackReturn.FAILURE
         self.get_logger().info(f"loading model {params['model']} (checkpoint "
@@ -163,10 +177,10 @@ class DetectorNode(LifecycleNode):
         try:
             self.predictor = load_predictor(params)
         except Exception as exc:  # noqa: BLE001 - any load problem fails the transition with its reason
-            self._load_error = f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"cannot load the model: {self._load_error}")
+            self._configure_error = f"cannot load the model: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self._configure_error)
             return TransitionCallbackReturn.FAILURE
-        self._load_error = ""
+        self._configure_error = ""
         if params["compile"]:
             self.get_logger().info("compile: the first frame (and the first after a speed-profile or image-size "
                                    "change) compiles the model: minutes on a small CPU")
@@ -181,19 +195,14 @@ class DetectorNode(LifecycleNode):
             "annotated": self.create_publisher(Image, "~/image_annotated",
                                                QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
             "active_prompt": self.create_publisher(String, "~/active_prompt", LATCHED),
-            "diagnostics": self.create_publisher(DiagnosticArray, "/diagnostics", reliable10),
         }
-        ok, reason = self._apply_prompt(params["prompt"], source="parameter")
+        ok, reason = self._apply_initial_prompt(params)
         if not ok:
-            self.get_logger().error(f"initial prompt rejected: {reason}")
+            self._configure_error = f"initial prompt rejected: {reason}"
+            self.get_logger().error(self._configure_error)
             self._destroy_outputs()
             self.predictor = None
             return TransitionCallbackReturn.FAILURE
-        if params["support_image"] or params["support_keypoints"]:
-            # a support that cannot be used is reported and leaves the text prompt in force
-            self._switch_prompt(lambda: resolve_visual_prompt(self.predictor, visual_prompt_from_parameters(params)),
-                                f"visual prompt {params['support_image'] or params['support_keypoints']!r}",
-                                "the support_image/support_keypoints parameters")
         self._prompt_subs = [
             self.create_subscription(String, "~/prompt", self._on_prompt, 10,
                                      callback_group=self._control_group),
@@ -202,9 +211,6 @@ class DetectorNode(LifecycleNode):
         ]
         self._capture_srv = self.create_service(CaptureVisualPrompt, "~/capture_visual_prompt",
                                                 self._on_capture, callback_group=self._control_group)
-        self._diag_timer = self.create_timer(float(params["diagnostics_period"]),
-                                             self._publish_diagnostics,
-                                             callback_group=self._control_group)
         self.get_logger().info(f"configured: {self._model_name()} on {self.predictor.device}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -256,9 +262,6 @@ class DetectorNode(LifecycleNode):
         self._slot.clear()
 
     def _destroy_outputs(self) -> None:
-        if self._diag_timer is not None:
-            self.destroy_timer(self._diag_timer)
-            self._diag_timer = None
         for sub in self._prompt_subs:
             self.destroy_subscription(sub)
         self._prompt_subs = []
@@ -283,6 +286,23 @@ class DetectorNode(LifecycleNode):
             pass
 
     # ------------------------------------------------------------------ prompts
+    def _apply_initial_prompt(self, params: dict) -> tuple[bool, str]:
+        """The prompt to start with. A support (support_image/support_keypoints) is what was asked
+        for, so it is tried first; the text prompt (empty: what the model knows) is the fallback,
+        and it is not even parsed when the support works: a model that knows only its own
+        categories would reject a params file's 'person' that is never used."""
+        text = params["prompt"] or self.predictor.default_prompt()
+        if not (params["support_image"] or params["support_keypoints"]):
+            return self._apply_prompt(text, source="parameter")
+        ok, visual_reason = self._switch_prompt(
+            lambda: resolve_visual_prompt(self.predictor, visual_prompt_from_parameters(params)),
+            f"visual prompt {params['support_image'] or params['support_keypoints']!r}",
+            "the support_image/support_keypoints parameters")
+        if ok:
+            return ok, visual_reason
+        ok, reason = self._apply_prompt(text, source="parameter")
+        return ok, reason if ok else f"{visual_reason}; and {reason}"
+
     def _apply_prompt(self, text: str, source: str) -> tuple[bool, str]:
         """Make the text prompt `text` the prompt in force (see _switch_prompt)."""
         return self._switch_prompt(lambda: resolve_prompt(self.predictor, text),
@@ -380,6 +400,8 @@ class DetectorNode(LifecycleNode):
             try:
                 self._process(*frame)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any bad frame
+                if self._stop.is_set() or not self.context.ok():
+                    break  # stopping (Ctrl-C shuts the context down mid-frame): not an error
                 self._report(f"processing failed: {type(exc).__name__}: {exc}")
                 self.get_logger().debug(traceback.format_exc())
 
@@ -437,19 +459,16 @@ class DetectorNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def _model_name(self) -> str:
-        checkpoint = self._param("checkpoint") or "default checkpoint"
-        return f"{self._param('model')} ({checkpoint})"
+        return model_label(self._param("model"), self._param("checkpoint"))
 
     def _publish_diagnostics(self) -> None:
-        pub = self._pubs.get("diagnostics")
-        if pub is None:
-            return
+        pub = self._diag_pub
         inp, done, model = self._input.snapshot(), self._processed.snapshot(), self._model_time.snapshot()
         active = self._worker is not None
         status = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: keypoint detector",
                                   hardware_id=str(getattr(self.predictor, "device", "")))
-        if self._load_error:
-            status.level, status.message = DiagnosticStatus.ERROR, self._load_error
+        if self._configure_error:
+            status.level, status.message = DiagnosticStatus.ERROR, self._configure_error
         elif not active:
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif time.monotonic() - self._last_error_time < 5.0:

@@ -29,6 +29,15 @@ def load_predictor(p: dict):
                      compile=bool(p.get("compile", False)))
 
 
+def model_label(model: str, checkpoint: str) -> str:
+    """The `model` field of the outputs: 'unipose_swint (/path.pth)', 'fly (bundled fly_demo.pth)'."""
+    from unipose_model.model_file import BUNDLED_MODELS
+
+    if not checkpoint:
+        checkpoint = f"bundled {BUNDLED_MODELS[model].name}" if model in BUNDLED_MODELS else "default checkpoint"
+    return f"{model} ({checkpoint})"
+
+
 def runtime_value(predictor, name: str, value):
     """A node parameter's value for the predictor, with the "from the model file" sentinels
     (box_threshold < 0, short_side 0, max_size -1, refine < 0) replaced by what the model file

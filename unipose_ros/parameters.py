@@ -22,7 +22,8 @@ class Param:
 DETECTOR_PARAMETERS: tuple[Param, ...] = (
     # model
     Param("model", "unipose_swint", "Model configuration: unipose_swint (official weights), "
-          "unipose_r50, unipose_tiny (small test model)."),
+          "unipose_r50, unipose_tiny (small test model); or fly: the bundled fly model (no checkpoint "
+          "needed)."),
     Param("checkpoint", "", "Checkpoint file (official .pth). Empty: ~/.cache/unipose/<model>.pth; "
           "'reference': deterministic random weights for testing."),
     Param("text_encoder", "auto", "Prompt text encoder: 'auto' (the checkpoint's own prompt features if it carries them, else CLIP), 'clip' (CLIP ViT-B/32), 'hash' (testing, "
@@ -45,14 +46,15 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("precision", "float32", "Numeric precision: float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
           choices=("float32", "float16", "bfloat16")),
     # detection
-    Param("prompt", "person", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye', "
+    Param("prompt", "", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye', "
           "'hand: wrist, thumb root' or the JSON form; predefined sets by their official names "
           "('swivelchair', 'short_sleeved_shirt', 'animal_in_AP10K', ...: docs/PROMPTS.md). "
+          "Empty: what the model file knows (the bundled fly model: 'fly'), else 'person'. "
           "Topic ~/prompt changes it at run time.", runtime=True),
     Param("support_image", "", "Initial visual prompt instead of the text prompt: a support image "
-          "file, or a video frame as VIDEO#frame=N (needs support_keypoints). A support that cannot be "
-          "used is reported on ~/active_prompt and the text prompt stays. Topic ~/visual_prompt and "
-          "service ~/capture_visual_prompt change it at run time."),
+          "file, or a video frame as VIDEO#frame=N (needs support_keypoints). It is tried first; a "
+          "support that cannot be used is reported on ~/active_prompt and the text prompt is used "
+          "instead. Topic ~/visual_prompt and service ~/capture_visual_prompt change it at run time."),
     Param("support_keypoints", "", "Keypoints of support_image: a COCO keypoints json (e.g. from "
           "unipose-rank-supports) or 'name: x y' lines."),
     Param("support_class", "", "Class name of the support (empty: the keypoints file's, else 'object')."),
@@ -96,7 +98,8 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("marker_lifetime", 0.5, "Marker lifetime in seconds, so stale markers vanish.",
           runtime=True, range=(0.0, 60.0)),
     Param("marker_frame_id", "", "Frame of the markers (empty: the image's frame_id).", runtime=True),
-    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.1, 60.0)),
+    Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages (published from start-up, "
+          "so a failed configure shows as ERROR).", range=(0.1, 60.0)),
     Param("autostart", True, "Configure and activate at start-up (plain `ros2 run`). False: wait "
           "for lifecycle transitions."),
 )

@@ -1,6 +1,8 @@
 """Fixtures for the ROS 2 tests (helpers live in rostest_support.py)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rostest_support import NodeProcess, Probe, ros_args, rclpy  # noqa: F401 - sets the test domain first
@@ -8,6 +10,20 @@ from rostest_support import NodeProcess, Probe, ros_args, rclpy  # noqa: F401 - 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long test (still run in CI)")
+
+
+@pytest.fixture
+def rviz2_installed(tmp_path, monkeypatch):
+    """An ament prefix holding an `rviz2` package and executable (rviz2 is not installed here)."""
+    prefix = tmp_path / "rviz2_prefix"
+    (prefix / "share" / "ament_index" / "resource_index" / "packages").mkdir(parents=True)
+    (prefix / "share" / "ament_index" / "resource_index" / "packages" / "rviz2").write_text("")
+    (prefix / "lib" / "rviz2").mkdir(parents=True)
+    (prefix / "lib" / "rviz2" / "rviz2").write_text("#!/bin/sh\n")
+    (prefix / "lib" / "rviz2" / "rviz2").chmod(0o755)
+    monkeypatch.setenv("AMENT_PREFIX_PATH", os.pathsep.join(
+        p for p in (str(prefix), os.environ.get("AMENT_PREFIX_PATH", "")) if p))
+    return prefix
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def colcon_install(tmp_path_factory):
 
 
 @pytest.mark.slow  # ~30-45 s on 2 cores; still part of the CI run
-def test_colcon_build_installs_messages_executables_launch_and_config(colcon_install):
+def test_colcon_build_installs_messages_executables_launch_and_config(colcon_install, rviz2_installed):
     share = colcon_install / "share" / "unipose_ros"
     # where `ros2 launch unipose_ros detect.launch.py` and `ros2 run unipose_ros ...` look
     assert (share / "launch" / "detect.launch.py").is_file()
