@@ -46,6 +46,11 @@ def test_budgets_fit_eight_minutes_and_scale_down_together(gc):
     assert budget.expired() and budget.left() < 0
 
 
+def test_gpu_marked_test_files_are_found(gc):
+    files = gc.gpu_test_files()
+    assert "test/test_triton_deform_attn.py" in files and "test/test_gpu_check.py" not in files
+
+
 def test_version_guard(gc):
     assert gc.torch_at_least("2.0", "2.11.0+cu128")
     assert not gc.torch_at_least("2.12", "2.11.0")
