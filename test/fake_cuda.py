@@ -47,10 +47,12 @@ class _StandInMode(FakeTensorMode):
     def __init__(self, sites: Dict[str, object]):
         super().__init__(allow_non_fake_inputs=True)
         self._sites = sites
+        self.scalar_reads = 0  # device -> host reads: on a GPU, each one waits for the device
 
     def dispatch(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             t = args[0]
+            self.scalar_reads += 1
             value = True if t.dtype == torch.bool else (1.0 if t.dtype.is_floating_point else 1)
             if _asker().filename.endswith("grad_scaler.py"):
                 value = 0.0  # the scaler's found-inf count: 0 lets the optimizer step run
