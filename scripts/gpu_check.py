@@ -329,7 +329,7 @@ def section_train(result: SectionResult, budget: Budget, args) -> None:
     device = require_cuda(args)
     import torch
 
-    from training.losses import SetCriterion, global_num_boxes
+    from training.losses import SetCriterion
     from training.matcher import HungarianMatcher
     from unipose_model import build_model
 
