@@ -17,13 +17,15 @@ would add on top is stubbed for the duration:
   they do in eager PyTorch (half precision mix-ups);
 * data-dependent steps (`aten._local_scalar_dense`: `.item()`, `bool(t)`, `float(t)`,
   `.tolist()`, and `nonzero`'s output size): the value does not exist, so the step gets a
-  stand-in (True / 1 / 1.0, the gradient scaler's found-inf 0.0; nonzero: every element) and runs on; every such site is recorded in `stand_ins` (file:line and the value used), because the
-  code after it ran on that value, not on a real one.
+  stand-in (True / 1 / 1.0, the gradient scaler's found-inf 0.0; nonzero: every element) and
+  runs on; every such site is recorded in `stand_ins` (file:line and the value used), because
+  the code after it ran on that value, not on a real one; `mode.scalar_reads` counts the reads
+  (each one a GPU sync on real hardware).
 
 Steps that need real numbers (NMS, Hungarian assignment, numpy post-processing) are cut at
 their input: the audit checks what arrives there (device, dtype, shape) and hands the step
-real tensors of the same shapes (`real_like`), so the code after it runs as well. Those cut
-points are listed by the caller in its own `unaudited` notes.
+real tensors of the same shapes (`real_like`, run for real with `on_host`), so the code after
+it runs as well. The audit lists those cut points (NOT_AUDITED in test_fake_cuda_audit.py).
 """
 from __future__ import annotations
 
@@ -47,10 +49,12 @@ class _StandInMode(FakeTensorMode):
     def __init__(self, sites: Dict[str, object]):
         super().__init__(allow_non_fake_inputs=True)
         self._sites = sites
+        self.scalar_reads = 0  # device -> host reads: on a GPU, each one waits for the device
 
     def dispatch(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             t = args[0]
+            self.scalar_reads += 1
             value = True if t.dtype == torch.bool else (1.0 if t.dtype.is_floating_point else 1)
             if _asker().filename.endswith("grad_scaler.py"):
                 value = 0.0  # the scaler's found-inf count: 0 lets the optimizer step run
@@ -217,7 +221,3 @@ def real_like(t: torch.Tensor, fill=None) -> torch.Tensor:
         shape = tuple(int(s) for s in t.shape)
         out = torch.zeros(shape, dtype=t.dtype) if fill is None else fill(shape).to(t.dtype)
     return out
-
-
-def on(t: torch.Tensor, device: torch.device) -> bool:
-    return t.device.type == torch.device(device).type

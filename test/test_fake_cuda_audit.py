@@ -393,6 +393,31 @@ def test_training_step_on_fake_cuda(tmp_path, monkeypatch, amp):
                          if isinstance(v, torch.Tensor) and v.dim())
 
 
+def test_denoising_losses_read_nothing_back_from_the_device():
+    """The audit listed denoising.py reading each positive query's target index back to the host
+    (`targets[b][...]` with device scalars): two GPU syncs per positive query per decoder layer.
+    The targets are now gathered in one indexing op; only `nonzero` sizes its output."""
+    from training.denoising import DenoisingQueries, denoising_losses
+    from training.losses import LossWeights
+
+    fc = FakeCuda()
+    with fc:
+        B, D, N = 2, 12, 3
+        targets = [{"labels": torch.tensor([0, 2], device="cuda"), "boxes": torch.rand(2, 4, device="cuda")},
+                   {"labels": torch.tensor([1, 0], device="cuda"), "boxes": torch.rand(2, 4, device="cuda")}]
+        queries = DenoisingQueries(torch.zeros(B, D, dtype=torch.long, device="cuda"),
+                                   torch.rand(B, D, 4, device="cuda"), 6,
+                                   torch.zeros(B, D, dtype=torch.long, device="cuda"),
+                                   torch.ones(B, D, dtype=torch.bool, device="cuda"),
+                                   torch.ones(B, D, dtype=torch.bool, device="cuda"))
+        outs = [{"pred_logits": torch.randn(B, D, N, device="cuda"), "pred_boxes": torch.rand(B, D, 4, device="cuda")}
+                for _ in range(3)]
+        reads = fc.mode.scalar_reads
+        terms = denoising_losses(outs, queries, targets, 3.0, LossWeights())
+        assert fc.mode.scalar_reads == reads
+    assert set(terms) == {"dn_cls", "dn_bbox", "dn_giou"} and all(v.device.type == "cuda" for v in terms.values())
+
+
 def test_report_what_was_not_audited(capsys):
     """Lists the steps the fake-CUDA audit could not check, and the data-dependent sites that ran
     on a stand-in value. Runs last in this module; the list is in the test output (-s / -rA)."""

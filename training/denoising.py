@@ -10,7 +10,7 @@ and speed up training. Inference never builds them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +90,20 @@ def build_denoising_queries(targets: Sequence[Dict[str, torch.Tensor]], num_clas
                             positive.to(device), valid.to(device))
 
 
+def _matched_targets(targets: Sequence[Dict[str, torch.Tensor]], target_index: torch.Tensor,
+                     b_idx: torch.Tensor, q_idx: torch.Tensor, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Class and box of the ground-truth object behind each positive query (b_idx[i], q_idx[i]).
+
+    One gather over the batch's objects laid end to end: indexing `targets[b]` per query with
+    device scalars would read each index back to the host (thousands of GPU syncs per step)."""
+    sizes = torch.tensor([len(t["labels"]) for t in targets], device=device)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    rows = offsets[b_idx] + target_index.to(device)[b_idx, q_idx]
+    labels = torch.cat([t["labels"].to(device) for t in targets]).long()
+    boxes = torch.cat([t["boxes"].to(device).float() for t in targets])
+    return labels[rows], boxes[rows]
+
+
 def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: DenoisingQueries,
                      targets: Sequence[Dict[str, torch.Tensor]], num_boxes: float, weights,
                      instance_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -101,13 +115,12 @@ def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: Denoisi
     totals: Dict[str, torch.Tensor] = {}
     pos = queries.positive & queries.valid
     num_boxes = num_boxes * max(queries.labels.shape[1] // queries.group_size, 1)
+    b_idx, q_idx = pos.nonzero(as_tuple=True)
+    gt_labels, gt_boxes = _matched_targets(targets, queries.target, b_idx, q_idx, pos.device)
     for out in dn_outputs:
         logits = out["pred_logits"]
         B, D, N = logits.shape
         cls_target = torch.zeros_like(_full(logits))
-        b_idx, q_idx = pos.nonzero(as_tuple=True)
-        gt_labels = torch.stack([targets[b]["labels"][queries.target[b, q]] for b, q in zip(b_idx, q_idx)]) \
-            if len(b_idx) else torch.zeros(0, dtype=torch.long, device=logits.device)
         cls_target[b_idx, q_idx, gt_labels] = 1.0
         cols = torch.isfinite(logits)
         if instance_valid is not None:
@@ -115,8 +128,7 @@ def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: Denoisi
         rows = queries.valid[:, :, None]
         cls = sigmoid_focal_loss(logits, cls_target, cols & rows, weights.focal_alpha, weights.focal_gamma) / num_boxes
         pred = _full(out["pred_boxes"])[b_idx, q_idx]
-        gt = torch.stack([targets[b]["boxes"][queries.target[b, q]] for b, q in zip(b_idx, q_idx)]).to(pred) \
-            if len(b_idx) else pred
+        gt = gt_boxes.to(pred) if len(b_idx) else pred
         l1 = F.l1_loss(pred, gt, reduction="sum") / num_boxes
         giou = (1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))).sum() / num_boxes
         for name, value, w in (("dn_cls", cls, weights.cls), ("dn_bbox", l1, weights.bbox), ("dn_giou", giou, weights.giou)):
