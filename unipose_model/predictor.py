@@ -479,7 +479,9 @@ class Predictor:
         if text is not None:
             cls = text.classes[0]
             inst = (inst + text.instance_features[:1].to(inst)) / 2
-            kpts = (kpts + text.groups[0].features.to(kpts)) / 2
+            words = text.groups[0]  # per-keypoint text features; a set's hidden ones are not shown
+            feats = words.features if words.slots is None else words.features[list(words.slots)]
+            kpts = (kpts + feats.to(kpts)) / 2
         group = _Group((0,), names, tuple(visual_prompt.skeleton), kpts)
         return PreparedPrompt(f"<visual prompt: {cls}, {len(names)} keypoints>", (cls,), inst, [group])
 
@@ -490,7 +492,7 @@ class Predictor:
         prepared = self.prepare_prompt(text)
         if len(prepared.classes) != 1 or len(prepared.groups) != 1:
             raise PredictorError(f"a text prompt given with a visual prompt must name one class; got {text!r}")
-        if len(prepared.groups[0].keypoint_names) != len(names) or prepared.groups[0].slots:
+        if len(prepared.groups[0].keypoint_names) != len(names):
             raise PredictorError(f"the text prompt has {len(prepared.groups[0].keypoint_names)} keypoints, "
                                  f"the visual prompt {len(names)}; they must describe the same keypoints")
         return prepared
