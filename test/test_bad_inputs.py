@@ -159,3 +159,14 @@ def test_exif_orientation_option_in_predictor_and_loader(rotated_photo, tiny):
     assert a and [i.box for i in a] == [i.box for i in b]
     assert all(i.box[2] <= 600 + 1e-3 for i in a)  # in the displayed image
     assert any(i.box[2] > 600 for i in tiny.predict(Image.open(rotated_photo), "fly"))  # default: stored grid
+
+
+# ------------------------------------------------------------------- 7. a 100 kB prompt
+@pytest.mark.parametrize("checkpoint", ["reference", "bundled"])
+def test_a_huge_prompt_is_not_echoed_whole(tmp_path, capsys, checkpoint):
+    model = TINY if checkpoint == "reference" else ["--checkpoint", str(BUNDLED_CHECKPOINT)]
+    for prompt in ["a" * 100_000, "cat: " + "q, " * 33_000 + "q"]:
+        rc = main(["predict", str(FLY), "--prompt", prompt, "--out", str(tmp_path / "o"), *model])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1 and "characters)" in err, err[:300]
+        assert len(err) < 1500, len(err)  # was 100,818 characters

@@ -135,7 +135,7 @@ def mutations(good: bytes, seed: int = 19) -> list[tuple[str, bytes]]:
     return cases + wrong_containers(good)
 
 
-@pytest.mark.slow  # ~300 loads of a tiny file: 15-30 s on a busy 2-core machine
+@pytest.mark.slow  # ~300 loads of a tiny file: 11 s on a quiet 2-core machine, up to 30 s busy
 def test_fuzzed_model_files_raise_one_named_error(tmp_path, tiny_file, cached_build):
     good = tiny_file.read_bytes()
     Predictor(checkpoint=tiny_file, device="cpu")  # the intact file loads

@@ -31,6 +31,10 @@ DEFAULT_MAX_SIZE = 1333
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = ("exit status: 0 every input gave a result; 1 some inputs gave none (each is named, the "
+                "others' results are written); 2 the run could not start or stopped on an error (bad "
+                "arguments, prompt, model file). Unusual inputs (thin, 16-bit, EXIF-rotated images, "
+                "undecodable videos): docs/BAD_INPUTS.md")
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIR_OR_VIDEO",
                    help="image files, directories of images/videos, or video files")
     p.add_argument("--prompt", "-p", default=None,

@@ -3,7 +3,6 @@ entry (NaN keypoints, an unknown id, a wrong keypoint count) costs that entry, n
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 from ..unikpt.format import UniKPT
 
