@@ -32,8 +32,8 @@ LABELS = SHARED / "lab" / "fly_clip" / "clip_keypoints_coco.json"
 HELD_OUT_START = 1200
 
 
-def detect_clip(checkpoint: str, video: str, num_frames: int, cache_threshold: float) -> dict:
-    """Run the Predictor over every frame; keep detections down to ``cache_threshold``."""
+def detect_clip(checkpoint: str, video: str, num_frames: int, cache_threshold: float, start: int = 0) -> dict:
+    """Run the Predictor over frames start..num_frames-1; keep detections down to ``cache_threshold``."""
     import cv2
 
     from unipose_model.predictor import Predictor
@@ -42,8 +42,10 @@ def detect_clip(checkpoint: str, video: str, num_frames: int, cache_threshold: f
     own_threshold = predictor.box_threshold
     predictor.box_threshold = min(own_threshold, cache_threshold)
     cap = cv2.VideoCapture(video)
+    if start:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, start)
     frames, t0 = {}, time.perf_counter()
-    for index in range(num_frames):
+    for index in range(start, num_frames):
         ok, frame = cap.read()
         if not ok:
             raise IOError(f"cannot read frame {index} of {video}")
