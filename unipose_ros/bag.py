@@ -188,7 +188,9 @@ def process_bag(args: argparse.Namespace) -> dict:
     camera_info = [None]
 
     with Reader(args.input) as reader:
-        topic = _pick_image_topic(reader.connections, args.image_topic)
+        # the depth topic is an image topic too, but never the one to detect on
+        topic = _pick_image_topic([c for c in reader.connections if c.topic != args.depth_topic],
+                                  args.image_topic)
         depth_topic = info_topic = None
         if args.depth_topic:
             if args.depth_topic not in {c.topic for c in reader.connections}:
