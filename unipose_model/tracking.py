@@ -65,49 +65,51 @@ class TrackerConfig:
 
 
 # ------------------------------------------------------------------------------- motion model
-class BoxKalman:
-    """Constant-velocity Kalman filter on (cx, cy, w, h); noise scales with the box size
-    (the weights of ByteTrack / DeepSORT, which use the height; here the mean side)."""
+# A constant-velocity Kalman filter on (cx, cy, w, h), as ByteTrack / DeepSORT, with noise that
+# scales with the box size (their weights; they scale with the height, here the mean side). F, H,
+# Q and R act on each coordinate alone, so the covariance is four independent 2x2 blocks: each
+# track's state is a (5, 4) array of rows position, velocity, var(p), cov(p, v), var(v), and every
+# track is predicted (and every match updated) at once in closed form.
+_POS, _VEL = 1.0 / 20.0, 1.0 / 160.0
 
-    _POS, _VEL = 1.0 / 20.0, 1.0 / 160.0
-    _F = np.eye(8) + np.eye(8, k=4)
-    _H = np.eye(4, 8)
 
-    def __init__(self, box: np.ndarray) -> None:
-        z = _xyxy_to_cxcywh(box)
-        s = self._scale(z)
-        self.x = np.concatenate([z, np.zeros(4)])
-        std = np.r_[2 * self._POS * s * np.ones(4), 10 * self._VEL * s * np.ones(4)]
-        self.P = np.diag(std ** 2)
+def kalman_init(box) -> np.ndarray:
+    z = _xyxy_to_cxcywh(box)
+    s = _size(z[None])[0]
+    return np.stack([z, np.zeros(4), np.full(4, (2 * _POS * s) ** 2), np.zeros(4),
+                     np.full(4, (10 * _VEL * s) ** 2)])
 
-    @staticmethod
-    def _scale(z: np.ndarray) -> float:
-        return max(1.0, 0.5 * (abs(z[2]) + abs(z[3])))
 
-    def predict(self) -> None:
-        s = self._scale(self.x[:4])
-        q = np.r_[self._POS * s * np.ones(4), self._VEL * s * np.ones(4)] ** 2
-        self.x = self._F @ self.x
-        self.P = self._F @ self.P @ self._F.T + np.diag(q)
-        self.x[2:4] = np.maximum(self.x[2:4], 1.0)  # a box never shrinks to nothing
+def kalman_predict(states: np.ndarray) -> np.ndarray:
+    """(N, 5, 4) states one step ahead."""
+    p, v, pp, pv, vv = (states[:, i] for i in range(5))
+    s = _size(p)[:, None]
+    out = np.stack([p + v, v, pp + 2 * pv + vv + (_POS * s) ** 2, pv + vv, vv + (_VEL * s) ** 2], axis=1)
+    out[:, 0, 2:4] = np.maximum(out[:, 0, 2:4], 1.0)  # a box never shrinks to nothing
+    return out
 
-    def update(self, box: np.ndarray) -> None:
-        z = _xyxy_to_cxcywh(box)
-        r = (self._POS * self._scale(z) * np.ones(4)) ** 2
-        S = self._H @ self.P @ self._H.T + np.diag(r)
-        K = np.linalg.solve(S, self._H @ self.P).T
-        self.x = self.x + K @ (z - self._H @ self.x)
-        self.P = (np.eye(8) - K @ self._H) @ self.P
 
-    @property
-    def box(self) -> np.ndarray:
-        cx, cy, w, h = self.x[:4]
-        return np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2])
+def kalman_update(states: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """(N, 5, 4) states corrected by measurements z (N, 4) of (cx, cy, w, h)."""
+    p, v, pp, pv, vv = (states[:, i] for i in range(5))
+    r = (_POS * _size(z))[:, None] ** 2
+    gain_p, gain_v = pp / (pp + r), pv / (pp + r)
+    innovation = z - p
+    return np.stack([p + gain_p * innovation, v + gain_v * innovation, (1 - gain_p) * pp,
+                     (1 - gain_p) * pv, vv - gain_v * pv], axis=1)
+
+
+def _size(cxcywh: np.ndarray) -> np.ndarray:
+    return np.maximum(1.0, 0.5 * (np.abs(cxcywh[:, 2]) + np.abs(cxcywh[:, 3])))
+
+
+def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
+    return np.concatenate([z[:, :2] - z[:, 2:4] / 2, z[:, :2] + z[:, 2:4] / 2], axis=1)
 
 
 def _xyxy_to_cxcywh(box) -> np.ndarray:
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return np.array([(x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, 1.0), max(y1 - y0, 1.0)])
+    b = np.asarray(box, dtype=float).reshape(4)
+    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, max(b[2] - b[0], 1.0), max(b[3] - b[1], 1.0)])
 
 
 # ------------------------------------------------------------------------------- similarity
@@ -138,7 +140,7 @@ def keypoint_similarity(a: np.ndarray, b: np.ndarray, scale: np.ndarray, sigma: 
 # ------------------------------------------------------------------------------- tracks
 @dataclass(eq=False)  # compared by identity
 class Track:
-    kalman: BoxKalman
+    kf: np.ndarray              # (5, 4) Kalman state (see kalman_init)
     keypoints: np.ndarray       # (K, 2), the last matched (smoothed) keypoints
     box: np.ndarray             # the last matched box (xyxy)
     class_index: int
@@ -150,9 +152,12 @@ class Track:
     def predicted_keypoints(self) -> np.ndarray:
         """The last keypoints moved and scaled with the predicted box."""
         old = _xyxy_to_cxcywh(self.box)
-        new = self.kalman.x[:4]
-        ratio = new[2:4] / old[2:4]
-        return (self.keypoints - old[:2]) * ratio + new[:2]
+        new = self.kf[0]
+        return (self.keypoints - old[:2]) * (new[2:4] / old[2:4]) + new[:2]
+
+    @property
+    def predicted_box(self) -> np.ndarray:
+        return _cxcywh_to_xyxy(self.kf[0][None])[0]
 
 
 class Tracker:
@@ -180,17 +185,23 @@ class Tracker:
     def update(self, instances: Sequence) -> list:
         cfg = self.config
         self.frame_count += 1
-        for track in self.tracks:
-            track.kalman.predict()
+        if self.tracks:
+            predicted = kalman_predict(np.stack([t.kf for t in self.tracks]))
+            for track, kf in zip(self.tracks, predicted):
+                track.kf = kf
         scores = np.array([float(i.score) for i in instances])
         high = [i for i, s in enumerate(scores) if s >= cfg.high_threshold]
         low = [i for i, s in enumerate(scores) if cfg.low_threshold <= s < cfg.high_threshold]
         matched: dict[int, Track] = {}   # detection index -> track
+        # one similarity matrix of every track with every detection serves all passes
+        candidates = high + low
+        full = self._similarity(self.tracks, instances, candidates) if self.tracks and candidates else None
+        row_of = {id(t): i for i, t in enumerate(self.tracks)}
 
         def associate(dets: list[int], tracks: list[Track], threshold: float) -> tuple[list[int], list[Track]]:
             if not dets or not tracks:
                 return dets, tracks
-            sim = self._similarity(tracks, [instances[d] for d in dets])
+            sim = full[np.ix_([row_of[id(t)] for t in tracks], dets)]
             rows, cols = linear_sum_assignment(-sim)
             used_t, used_d = set(), set()
             for r, c in zip(rows, cols):
@@ -210,8 +221,15 @@ class Tracker:
         high_left, _ = associate(high_left, tentative, cfg.match_threshold)
 
         first_frame = self.frame_count == 1
-        for d, track in matched.items():
-            self._match(track, instances[d])
+        if matched:
+            dets = list(matched)
+            tracks = [matched[d] for d in dets]
+            boxes = [np.asarray(instances[d].box, float) for d in dets]
+            z = np.stack([_xyxy_to_cxcywh(b) for b in boxes])
+            for track, kf, d, box in zip(tracks, kalman_update(np.stack([t.kf for t in tracks]), z),
+                                            dets, boxes):
+                track.kf = kf
+                self._match(track, instances[d], box)
         matched_tracks = {id(t) for t in matched.values()}
         for track in self.tracks:
             if id(track) not in matched_tracks:
@@ -223,7 +241,7 @@ class Tracker:
                     track.state = "removed"
         for d in high_left:
             inst = instances[d]
-            track = Track(BoxKalman(np.asarray(inst.box, float)), _xy(inst.keypoints),
+            track = Track(kalman_init(inst.box), _xy(inst.keypoints),
                           np.asarray(inst.box, float), int(inst.class_index))
             matched[d] = track
             self.tracks.append(track)
@@ -245,27 +263,26 @@ class Tracker:
                 kpts = np.array(inst.keypoints, dtype=float, copy=True)
                 kpts[:, :2] = track.keypoints
                 changes["keypoints"] = kpts
-            out.append(dataclasses.replace(inst, **changes) if dataclasses.is_dataclass(inst)
-                       else _with(inst, changes))
+            out.append(_with(inst, changes))
         return out
 
-    def _match(self, track: Track, inst) -> None:
-        box = np.asarray(inst.box, float)
+    def _match(self, track: Track, inst, box: np.ndarray) -> None:
         kpts = _xy(inst.keypoints)
         a = self.config.smoothing
         if a > 0 and track.keypoints.shape == kpts.shape:
             kpts = a * track.predicted_keypoints() + (1 - a) * kpts
-        track.kalman.update(box)
         track.box, track.keypoints = box, kpts
         track.hits += 1
         track.misses = 0
         if track.state == "lost":
             track.state = "confirmed"
 
-    def _similarity(self, tracks: list[Track], dets: list) -> np.ndarray:
+    def _similarity(self, tracks: list[Track], instances: Sequence, use: list[int]) -> np.ndarray:
+        """(tracks, instances) similarity; only the columns in `use` are computed (others 0)."""
         w = self.config.keypoint_weight
-        pred_boxes = np.stack([t.kalman.box for t in tracks])
-        det_boxes = np.stack([np.asarray(d.box, float) for d in dets])
+        dets = [instances[j] for j in use]
+        pred_boxes = _cxcywh_to_xyxy(np.stack([t.kf[0] for t in tracks]))
+        det_boxes = np.array([d.box for d in dets], dtype=float).reshape(-1, 4)
         sim = (1.0 - w) * box_iou(pred_boxes, det_boxes)
         if w > 0:
             # the scale of the pair: the geometric mean of the two boxes' mean sides
@@ -279,13 +296,19 @@ class Tracker:
                 rows = [i for i, t in enumerate(tracks) if t.keypoints.shape == shape]
                 if not rows or shape[0] == 0:
                     continue
-                a = np.stack([tracks[i].predicted_keypoints() for i in rows])
+                # the tracks' last keypoints moved and scaled with their predicted boxes, all at once
+                old = np.stack([_xyxy_to_cxcywh(tracks[i].box) for i in rows])
+                new = np.stack([tracks[i].kf[0] for i in rows])
+                a = ((np.stack([tracks[i].keypoints for i in rows]) - old[:, None, :2])
+                     * (new[:, None, 2:4] / old[:, None, 2:4]) + new[:, None, :2])
                 b = np.stack([_xy(dets[j].keypoints) for j in cols])
                 sim[np.ix_(rows, cols)] += w * keypoint_similarity(a, b, scale[np.ix_(rows, cols)],
                                                                    self.config.oks_sigma)
         same_class = (np.array([t.class_index for t in tracks])[:, None]
                       == np.array([int(d.class_index) for d in dets])[None, :])
-        return np.where(same_class, sim, 0.0)
+        full = np.zeros((len(tracks), len(instances)))
+        full[:, use] = np.where(same_class, sim, 0.0)
+        return full
 
 
 def _xy(keypoints) -> np.ndarray:
@@ -294,23 +317,15 @@ def _xy(keypoints) -> np.ndarray:
 
 
 def _with(inst, changes: dict):
-    """A shallow copy of a non-dataclass instance with `changes` applied."""
-    import copy
+    """A shallow copy of `inst` with `changes` applied (the input is left as it was); cheaper than
+    dataclasses.replace, which re-runs __init__."""
+    if hasattr(inst, "__dict__"):
+        out = object.__new__(type(inst))
+        out.__dict__.update(inst.__dict__)
+    else:
+        import copy
 
-    out = copy.copy(inst)
+        out = copy.copy(inst)
     for k, v in changes.items():
         setattr(out, k, v)
     return out
-
-
-@contextmanager
-def keep_low_scores(predictor, low_threshold: float):
-    """While tracking, let `predictor` also return the detections in [low_threshold, its own
-    threshold) for the tracker's second pass; yields its own threshold (the tracker's
-    ``high_threshold``, so what the user asked for still decides which objects start tracks)."""
-    own = float(predictor.box_threshold)
-    predictor.box_threshold = min(own, float(low_threshold))
-    try:
-        yield own
-    finally:
-        predictor.box_threshold = own
