@@ -143,6 +143,7 @@ class Track:
     kf: np.ndarray              # (5, 4) Kalman state (see kalman_init)
     keypoints: np.ndarray       # (K, 2), the last matched (smoothed) keypoints
     box: np.ndarray             # the last matched box (xyxy)
+    centre_size: np.ndarray     # the same box as (cx, cy, w, h)
     class_index: int
     hits: int = 1               # frames matched in a row
     misses: int = 0             # processed frames since the last match
@@ -151,7 +152,7 @@ class Track:
 
     def predicted_keypoints(self) -> np.ndarray:
         """The last keypoints moved and scaled with the predicted box."""
-        old = _xyxy_to_cxcywh(self.box)
+        old = self.centre_size
         new = self.kf[0]
         return (self.keypoints - old[:2]) * (new[2:4] / old[2:4]) + new[:2]
 
@@ -190,12 +191,18 @@ class Tracker:
             for track, kf in zip(self.tracks, predicted):
                 track.kf = kf
         scores = np.array([float(i.score) for i in instances])
+        # per detection, once: boxes as xyxy and (cx, cy, w, h), keypoints (K, 2), class
+        boxes = np.array([i.box for i in instances], dtype=float).reshape(-1, 4)
+        centre_size = np.c_[(boxes[:, :2] + boxes[:, 2:]) / 2, np.maximum(boxes[:, 2:] - boxes[:, :2], 1.0)]
+        det_xy = [_xy(i.keypoints) for i in instances]
+        classes = np.array([int(i.class_index) for i in instances])
         high = [i for i, s in enumerate(scores) if s >= cfg.high_threshold]
         low = [i for i, s in enumerate(scores) if cfg.low_threshold <= s < cfg.high_threshold]
         matched: dict[int, Track] = {}   # detection index -> track
         # one similarity matrix of every track with every detection serves all passes
         candidates = high + low
-        full = self._similarity(self.tracks, instances, candidates) if self.tracks and candidates else None
+        full = (self._similarity(self.tracks, boxes, det_xy, classes, candidates)
+                if self.tracks and candidates else None)
         row_of = {id(t): i for i, t in enumerate(self.tracks)}
 
         def associate(dets: list[int], tracks: list[Track], threshold: float) -> tuple[list[int], list[Track]]:
@@ -224,12 +231,10 @@ class Tracker:
         if matched:
             dets = list(matched)
             tracks = [matched[d] for d in dets]
-            boxes = [np.asarray(instances[d].box, float) for d in dets]
-            z = np.stack([_xyxy_to_cxcywh(b) for b in boxes])
-            for track, kf, d, box in zip(tracks, kalman_update(np.stack([t.kf for t in tracks]), z),
-                                            dets, boxes):
+            updated = kalman_update(np.stack([t.kf for t in tracks]), centre_size[dets])
+            for track, kf, d in zip(tracks, updated, dets):
                 track.kf = kf
-                self._match(track, instances[d], box)
+                self._match(track, det_xy[d], boxes[d], centre_size[d])
         matched_tracks = {id(t) for t in matched.values()}
         for track in self.tracks:
             if id(track) not in matched_tracks:
@@ -240,9 +245,7 @@ class Tracker:
                 if track.state == "tentative" or track.misses > cfg.max_age:
                     track.state = "removed"
         for d in high_left:
-            inst = instances[d]
-            track = Track(kalman_init(inst.box), _xy(inst.keypoints),
-                          np.asarray(inst.box, float), int(inst.class_index))
+            track = Track(kalman_init(boxes[d]), det_xy[d], boxes[d], centre_size[d], int(classes[d]))
             matched[d] = track
             self.tracks.append(track)
         for track in matched.values():
@@ -266,23 +269,22 @@ class Tracker:
             out.append(_with(inst, changes))
         return out
 
-    def _match(self, track: Track, inst, box: np.ndarray) -> None:
-        kpts = _xy(inst.keypoints)
+    def _match(self, track: Track, kpts: np.ndarray, box: np.ndarray, centre_size: np.ndarray) -> None:
         a = self.config.smoothing
         if a > 0 and track.keypoints.shape == kpts.shape:
             kpts = a * track.predicted_keypoints() + (1 - a) * kpts
-        track.box, track.keypoints = box, kpts
+        track.box, track.centre_size, track.keypoints = box, centre_size, kpts
         track.hits += 1
         track.misses = 0
         if track.state == "lost":
             track.state = "confirmed"
 
-    def _similarity(self, tracks: list[Track], instances: Sequence, use: list[int]) -> np.ndarray:
-        """(tracks, instances) similarity; only the columns in `use` are computed (others 0)."""
+    def _similarity(self, tracks: list[Track], boxes: np.ndarray, det_xy: list, classes: np.ndarray,
+                    use: list[int]) -> np.ndarray:
+        """(tracks, detections) similarity; only the columns in `use` are computed (others 0)."""
         w = self.config.keypoint_weight
-        dets = [instances[j] for j in use]
         pred_boxes = _cxcywh_to_xyxy(np.stack([t.kf[0] for t in tracks]))
-        det_boxes = np.array([d.box for d in dets], dtype=float).reshape(-1, 4)
+        det_boxes = boxes[use]
         sim = (1.0 - w) * box_iou(pred_boxes, det_boxes)
         if w > 0:
             # the scale of the pair: the geometric mean of the two boxes' mean sides
@@ -290,23 +292,22 @@ class Tracker:
             sides_d = 0.5 * ((det_boxes[:, 2] - det_boxes[:, 0]) + (det_boxes[:, 3] - det_boxes[:, 1]))
             scale = np.sqrt(np.outer(np.maximum(sides_t, 1), np.maximum(sides_d, 1)))
             by_shape: dict[tuple, list[int]] = {}
-            for j, d in enumerate(dets):
-                by_shape.setdefault(_xy(d.keypoints).shape, []).append(j)
+            for j, d in enumerate(use):
+                by_shape.setdefault(det_xy[d].shape, []).append(j)
             for shape, cols in by_shape.items():
                 rows = [i for i, t in enumerate(tracks) if t.keypoints.shape == shape]
                 if not rows or shape[0] == 0:
                     continue
                 # the tracks' last keypoints moved and scaled with their predicted boxes, all at once
-                old = np.stack([_xyxy_to_cxcywh(tracks[i].box) for i in rows])
+                old = np.stack([tracks[i].centre_size for i in rows])
                 new = np.stack([tracks[i].kf[0] for i in rows])
                 a = ((np.stack([tracks[i].keypoints for i in rows]) - old[:, None, :2])
                      * (new[:, None, 2:4] / old[:, None, 2:4]) + new[:, None, :2])
-                b = np.stack([_xy(dets[j].keypoints) for j in cols])
+                b = np.stack([det_xy[use[j]] for j in cols])
                 sim[np.ix_(rows, cols)] += w * keypoint_similarity(a, b, scale[np.ix_(rows, cols)],
                                                                    self.config.oks_sigma)
-        same_class = (np.array([t.class_index for t in tracks])[:, None]
-                      == np.array([int(d.class_index) for d in dets])[None, :])
-        full = np.zeros((len(tracks), len(instances)))
+        same_class = np.array([t.class_index for t in tracks])[:, None] == classes[use][None, :]
+        full = np.zeros((len(tracks), len(boxes)))
         full[:, use] = np.where(same_class, sim, 0.0)
         return full
 
@@ -329,3 +330,16 @@ def _with(inst, changes: dict):
     for k, v in changes.items():
         setattr(out, k, v)
     return out
+
+
+@contextmanager
+def keep_low_scores(predictor, low_threshold: float):
+    """While tracking, let `predictor` also return the detections in [low_threshold, its own
+    threshold) for the tracker's second pass; yields its own threshold (the tracker's
+    ``high_threshold``, so what the user asked for still decides which objects start tracks)."""
+    own = float(predictor.box_threshold)
+    predictor.box_threshold = min(own, float(low_threshold))
+    try:
+        yield own
+    finally:
+        predictor.box_threshold = own
