@@ -73,19 +73,27 @@ class TrackerConfig:
 _POS, _VEL = 1.0 / 20.0, 1.0 / 160.0
 
 
-def kalman_init(box) -> np.ndarray:
-    z = _xyxy_to_cxcywh(box)
-    s = _size(z[None])[0]
-    return np.stack([z, np.zeros(4), np.full(4, (2 * _POS * s) ** 2), np.zeros(4),
-                     np.full(4, (10 * _VEL * s) ** 2)])
+def kalman_init(centre_size: np.ndarray) -> np.ndarray:
+    """The state of a new track at box (cx, cy, w, h): unknown velocity."""
+    s = max(1.0, 0.5 * (abs(centre_size[2]) + abs(centre_size[3])))
+    state = np.zeros((5, 4))
+    state[0] = centre_size
+    state[2] = (2 * _POS * s) ** 2
+    state[4] = (10 * _VEL * s) ** 2
+    return state
 
 
 def kalman_predict(states: np.ndarray) -> np.ndarray:
     """(N, 5, 4) states one step ahead."""
     p, v, pp, pv, vv = (states[:, i] for i in range(5))
-    s = _size(p)[:, None]
-    out = np.stack([p + v, v, pp + 2 * pv + vv + (_POS * s) ** 2, pv + vv, vv + (_VEL * s) ** 2], axis=1)
-    out[:, 0, 2:4] = np.maximum(out[:, 0, 2:4], 1.0)  # a box never shrinks to nothing
+    s2 = _size(p)[:, None] ** 2
+    out = np.empty_like(states)
+    out[:, 0] = p + v
+    out[:, 1] = v
+    out[:, 2] = pp + 2 * pv + vv + _POS ** 2 * s2
+    out[:, 3] = pv + vv
+    out[:, 4] = vv + _VEL ** 2 * s2
+    np.maximum(out[:, 0, 2:4], 1.0, out=out[:, 0, 2:4])  # a box never shrinks to nothing
     return out
 
 
@@ -95,8 +103,13 @@ def kalman_update(states: np.ndarray, z: np.ndarray) -> np.ndarray:
     r = (_POS * _size(z))[:, None] ** 2
     gain_p, gain_v = pp / (pp + r), pv / (pp + r)
     innovation = z - p
-    return np.stack([p + gain_p * innovation, v + gain_v * innovation, (1 - gain_p) * pp,
-                     (1 - gain_p) * pv, vv - gain_v * pv], axis=1)
+    out = np.empty_like(states)
+    out[:, 0] = p + gain_p * innovation
+    out[:, 1] = v + gain_v * innovation
+    out[:, 2] = (1 - gain_p) * pp
+    out[:, 3] = (1 - gain_p) * pv
+    out[:, 4] = vv - gain_v * pv
+    return out
 
 
 def _size(cxcywh: np.ndarray) -> np.ndarray:
@@ -104,7 +117,10 @@ def _size(cxcywh: np.ndarray) -> np.ndarray:
 
 
 def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
-    return np.concatenate([z[:, :2] - z[:, 2:4] / 2, z[:, :2] + z[:, 2:4] / 2], axis=1)
+    out = np.empty((len(z), 4))
+    out[:, :2] = z[:, :2] - z[:, 2:4] / 2
+    out[:, 2:] = z[:, :2] + z[:, 2:4] / 2
+    return out
 
 
 def _xyxy_to_cxcywh(box) -> np.ndarray:
@@ -132,9 +148,10 @@ def keypoint_similarity(a: np.ndarray, b: np.ndarray, scale: np.ndarray, sigma: 
     different lengths (another class) score 0."""
     if a.shape[1:] != b.shape[1:] or a.shape[1] == 0:
         return np.zeros((len(a), len(b)))
-    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)                       # (N, M, K)
-    tol = (2.0 * (sigma * np.maximum(scale, 1.0)) ** 2)[..., None]
-    return np.exp(-d2 / tol).mean(-1)
+    dx = a[:, None, :, 0] - b[None, :, :, 0]                         # (N, M, K)
+    dy = a[:, None, :, 1] - b[None, :, :, 1]
+    tol = (-0.5 / (sigma * np.maximum(scale, 1.0)) ** 2)[..., None]
+    return np.exp((dx * dx + dy * dy) * tol).sum(-1) / a.shape[1]
 
 
 # ------------------------------------------------------------------------------- tracks
@@ -187,13 +204,15 @@ class Tracker:
         cfg = self.config
         self.frame_count += 1
         if self.tracks:
-            predicted = kalman_predict(np.stack([t.kf for t in self.tracks]))
+            predicted = kalman_predict(np.array([t.kf for t in self.tracks]))
             for track, kf in zip(self.tracks, predicted):
                 track.kf = kf
         scores = np.array([float(i.score) for i in instances])
         # per detection, once: boxes as xyxy and (cx, cy, w, h), keypoints (K, 2), class
         boxes = np.array([i.box for i in instances], dtype=float).reshape(-1, 4)
-        centre_size = np.c_[(boxes[:, :2] + boxes[:, 2:]) / 2, np.maximum(boxes[:, 2:] - boxes[:, :2], 1.0)]
+        centre_size = np.empty_like(boxes)
+        centre_size[:, :2] = (boxes[:, :2] + boxes[:, 2:]) / 2
+        centre_size[:, 2:] = np.maximum(boxes[:, 2:] - boxes[:, :2], 1.0)
         det_xy = [_xy(i.keypoints) for i in instances]
         classes = np.array([int(i.class_index) for i in instances])
         high = [i for i, s in enumerate(scores) if s >= cfg.high_threshold]
@@ -231,7 +250,7 @@ class Tracker:
         if matched:
             dets = list(matched)
             tracks = [matched[d] for d in dets]
-            updated = kalman_update(np.stack([t.kf for t in tracks]), centre_size[dets])
+            updated = kalman_update(np.array([t.kf for t in tracks]), centre_size[dets])
             for track, kf, d in zip(tracks, updated, dets):
                 track.kf = kf
                 self._match(track, det_xy[d], boxes[d], centre_size[d])
@@ -245,7 +264,7 @@ class Tracker:
                 if track.state == "tentative" or track.misses > cfg.max_age:
                     track.state = "removed"
         for d in high_left:
-            track = Track(kalman_init(boxes[d]), det_xy[d], boxes[d], centre_size[d], int(classes[d]))
+            track = Track(kalman_init(centre_size[d]), det_xy[d], boxes[d], centre_size[d], int(classes[d]))
             matched[d] = track
             self.tracks.append(track)
         for track in matched.values():
@@ -283,7 +302,7 @@ class Tracker:
                     use: list[int]) -> np.ndarray:
         """(tracks, detections) similarity; only the columns in `use` are computed (others 0)."""
         w = self.config.keypoint_weight
-        pred_boxes = _cxcywh_to_xyxy(np.stack([t.kf[0] for t in tracks]))
+        pred_boxes = _cxcywh_to_xyxy(np.array([t.kf[0] for t in tracks]))
         det_boxes = boxes[use]
         sim = (1.0 - w) * box_iou(pred_boxes, det_boxes)
         if w > 0:
@@ -299,11 +318,11 @@ class Tracker:
                 if not rows or shape[0] == 0:
                     continue
                 # the tracks' last keypoints moved and scaled with their predicted boxes, all at once
-                old = np.stack([tracks[i].centre_size for i in rows])
-                new = np.stack([tracks[i].kf[0] for i in rows])
-                a = ((np.stack([tracks[i].keypoints for i in rows]) - old[:, None, :2])
+                old = np.array([tracks[i].centre_size for i in rows])
+                new = np.array([tracks[i].kf[0] for i in rows])
+                a = ((np.array([tracks[i].keypoints for i in rows]) - old[:, None, :2])
                      * (new[:, None, 2:4] / old[:, None, 2:4]) + new[:, None, :2])
-                b = np.stack([det_xy[use[j]] for j in cols])
+                b = np.array([det_xy[use[j]] for j in cols])
                 sim[np.ix_(rows, cols)] += w * keypoint_similarity(a, b, scale[np.ix_(rows, cols)],
                                                                    self.config.oks_sigma)
         same_class = np.array([t.class_index for t in tracks])[:, None] == classes[use][None, :]
@@ -313,8 +332,9 @@ class Tracker:
 
 
 def _xy(keypoints) -> np.ndarray:
+    """(K, 2) positions of (K, 3) keypoints (a view: the tracker never writes into it)."""
     k = np.asarray(keypoints, dtype=float)
-    return k.reshape(-1, k.shape[-1] if k.ndim > 1 else 3)[:, :2].copy()
+    return (k if k.ndim == 2 else k.reshape(-1, 3))[:, :2]
 
 
 def _with(inst, changes: dict):
