@@ -88,15 +88,33 @@ def depth_in_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
     raise DepthError(f"unsupported depth encoding {encoding!r}; use 16UC1 (millimetres) or 32FC1 (metres)")
 
 
-def sample_depth(depth_m: np.ndarray, uv: np.ndarray, window: int = 5,
-                 surface_tolerance: float = 0.03) -> np.ndarray:
+def _window_values_in_metres(values: np.ndarray, encoding: str) -> np.ndarray:
+    """Raw depth values (any shape) -> float64 metres, NaN where there is no depth."""
+    if encoding == "metres":
+        return values.astype(np.float64)
+    if encoding in ("16UC1", "mono16"):
+        out = values.astype(np.float64) * 0.001
+        out[values == 0] = np.nan
+        return out
+    out = values.astype(np.float64)
+    out[~np.isfinite(out) | (out <= 0)] = np.nan
+    return out
+
+
+def sample_depth(depth: np.ndarray, uv: np.ndarray, window: int = 5,
+                 surface_tolerance: float = 0.03, encoding: str = "metres") -> np.ndarray:
     """Robust depth (metres) at each pixel position of `uv` (N, 2); NaN where none (see module doc).
-    `depth_m` is float metres with NaN holes (:func:`depth_in_metres`)."""
+    `depth` is float metres with NaN holes (:func:`depth_in_metres`) or, with `encoding` 16UC1 /
+    32FC1, the raw image: only the windows are converted."""
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     n = len(uv)
     if n == 0:
         return np.zeros(0)
-    h, w = depth_m.shape
+    if encoding != "metres" and encoding not in DEPTH_ENCODINGS:
+        raise DepthError(f"unsupported depth encoding {encoding!r}; use 16UC1 (millimetres) or 32FC1 (metres)")
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[:, :, 0]
+    h, w = depth.shape
     half = max(0, int(window) // 2)
     offsets = np.arange(-half, half + 1)
     finite = np.isfinite(uv).all(1)
@@ -105,19 +123,20 @@ def sample_depth(depth_m: np.ndarray, uv: np.ndarray, window: int = 5,
     rows = row[:, None, None] + offsets[None, :, None]                     # (N, k, 1)
     cols = col[:, None, None] + offsets[None, None, :]                     # (N, 1, k)
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    values = depth_m[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)].astype(np.float64)
-    values = np.where(inside, values, np.nan).reshape(n, -1)               # (N, k*k)
+    values = _window_values_in_metres(depth[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)], encoding)
+    values[~np.broadcast_to(inside, values.shape)] = np.nan
+    values = values.reshape(n, -1)                                         # (N, k*k)
     centre = values[:, values.shape[1] // 2]
     with np.errstate(all="ignore"):
-        nearest = np.nanmin(np.where(np.isnan(values), np.inf, values), axis=1)
+        nearest = np.where(np.isnan(values), np.inf, values).min(axis=1)
         reference = np.where(np.isfinite(centre), centre, nearest)
         on_surface = np.abs(values - reference[:, None]) <= surface_tolerance * reference[:, None]
-        kept = np.where(on_surface, values, np.nan)
-        out = np.full(n, np.nan)
-        has = np.isfinite(reference) & np.any(on_surface, axis=1)
-        if has.any():
-            out[has] = np.nanmedian(kept[has], axis=1)
-    return out
+        # median of the kept values: sorted, NaN (not kept) last
+        kept = np.sort(np.where(on_surface, values, np.nan), axis=1)
+        count = on_surface.sum(axis=1)
+        lo = np.take_along_axis(kept, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
+        hi = np.take_along_axis(kept, (count // 2)[:, None], axis=1)[:, 0]
+        return np.where(count > 0, 0.5 * (lo + hi), np.nan)
 
 
 PIXEL_CENTRE = 0.5  # keypoint coordinates of the centre of pixel (0, 0)
@@ -137,12 +156,13 @@ def keypoints_3d(uv: np.ndarray, depth: np.ndarray, encoding: str, camera: Pinho
 
     `image_size` (width, height) of the colour image: a depth image of another resolution (still
     registered to it) is sampled at the scaled position. Invalid points are NaN."""
-    depth_m = depth if encoding == "metres" else depth_in_metres(depth, encoding)
+    if encoding in ("16UC1", "mono16") and depth.dtype != np.uint16:
+        raise DepthError(f"{encoding} depth must be uint16 millimetres, got {depth.dtype}")
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     sample_at = uv
-    if image_size is not None and tuple(image_size) != (depth_m.shape[1], depth_m.shape[0]):
-        sample_at = uv * (depth_m.shape[1] / image_size[0], depth_m.shape[0] / image_size[1])
-    z = sample_depth(depth_m, sample_at, window, surface_tolerance)
+    if image_size is not None and tuple(image_size) != (depth.shape[1], depth.shape[0]):
+        sample_at = uv * (depth.shape[1] / image_size[0], depth.shape[0] / image_size[1])
+    z = sample_depth(depth, sample_at, window, surface_tolerance, encoding)
     points = back_project(uv, z, camera)
     valid = np.isfinite(points).all(1)
     points[~valid] = np.nan

@@ -175,7 +175,7 @@ def process_bag(args: argparse.Namespace) -> dict:
     store = message_typestore()
     counts = {"frames": 0, "instances": 0, "skipped": 0, "depth_paired": 0, "depth_unpaired": 0}
     from unipose_model.tracking import Tracker, keep_low_scores
-    from unipose_ros.depth_3d import camera_from_info, depth_image_to_metres, instance_positions, marker_array_3d
+    from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions, marker_array_3d
     from unipose_ros.depth_pairing import StampPairer
     from unipose_ros.tracks_and_depth import stamp_ns
 
@@ -241,9 +241,9 @@ def process_bag(args: argparse.Namespace) -> dict:
                     depth_msg = pairer.pair(stamp_ns(msg.header.stamp), wait=0.0)
                     if depth_msg is not None:
                         try:
-                            positions = instance_positions(instances, depth_image_to_metres(depth_msg),
-                                                           camera_from_info(camera_info[0]), (width, height),
-                                                           args.depth_window)
+                            depth, encoding = depth_image_array(depth_msg)
+                            positions = instance_positions(instances, depth, camera_from_info(camera_info[0]),
+                                                           (width, height), args.depth_window, encoding)
                         except ValueError as exc:
                             print(f"unipose bag: no 3-D keypoints at {timestamp} ns: {exc}", file=sys.stderr)
                 out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time,

@@ -17,7 +17,7 @@ import numpy as np
 
 from unipose_model.depth import DepthError
 from unipose_model.tracking import Tracker
-from unipose_ros.depth_3d import camera_from_info, depth_image_to_metres, instance_positions
+from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions
 from unipose_ros.depth_pairing import StampPairer
 
 try:  # tf2 is optional: without it, positions stay in the camera optical frame
@@ -95,11 +95,11 @@ class TracksAndDepth:
             return None, "", ""
         try:
             camera = camera_from_info(camera_info)
-            depth_m = depth_image_to_metres(depth_msg)
+            depth, encoding = depth_image_array(depth_msg)
         except DepthError as exc:
             self.depth_errors += 1
             return None, "", str(exc)
-        positions = instance_positions(instances, depth_m, camera, image_size, int(window))
+        positions = instance_positions(instances, depth, camera, image_size, int(window), encoding)
         frame = header.frame_id
         if target_frame and target_frame != frame:
             moved, problem = self._transform(positions, frame, target_frame, header.stamp)

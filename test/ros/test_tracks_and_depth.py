@@ -147,3 +147,10 @@ def test_markers_are_coloured_by_track_id_and_3d_markers_skip_invalid_points():
     assert len(spheres.points) == 2 and spheres.points[1].x == pytest.approx(0.1)
     assert len(bones.points) == 2  # only the nose-right eye link has both ends
     assert label.text == "person #3" and spheres.header.frame_id == "camera_color_optical_frame"
+    rgb = lambda c: (c.r, c.g, c.b)
+    assert rgb(spheres.colors[0]) == colour(a.markers[1]) == colour(label)  # the colour of track 3
+    # two instances: still one sphere list and one line list, plus a label each
+    two = marker_array_3d([person(track_id=3), person(track_id=1, dx=50)],
+                          [(points, np.array([True, False, True]))] * 2, h)
+    assert [m.ns for m in two.markers[1:]] == ["keypoints_3d", "skeleton_3d", "label_3d", "label_3d"]
+    assert len(two.markers[1].points) == 4 and rgb(two.markers[1].colors[0]) != rgb(two.markers[1].colors[2])
