@@ -32,8 +32,10 @@ def depth_image_array(msg) -> tuple[np.ndarray, str]:
     row_bytes = msg.width * dtype.itemsize
     if msg.height == 0 or msg.width == 0 or msg.step < row_bytes or len(msg.data) < msg.step * msg.height:
         raise DepthError(f"depth image {msg.width}x{msg.height} (step {msg.step}) holds {len(msg.data)} bytes")
-    raw = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray, memoryview))
-                        else msg.data, dtype=np.uint8, count=msg.step * msg.height)
+    try:  # rclpy keeps uint8[] as array.array: read it in place, no copy of the image
+        raw = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height)
+    except TypeError:  # a plain list
+        raw = np.frombuffer(bytes(msg.data), dtype=np.uint8, count=msg.step * msg.height)
     rows = raw.reshape(msg.height, msg.step)[:, :row_bytes]
     if msg.step == row_bytes:
         depth = raw.view(dtype).reshape(msg.height, msg.width)
