@@ -5,7 +5,8 @@ Depth frames are buffered as they arrive. A colour frame is paired with the buff
 nearest in stamp when the two differ by at most ``tolerance`` seconds (ApproximateTime's ``slop``);
 a depth frame is used at most once, and older ones are dropped with it, as in ApproximateTime.
 When no depth frame stamped at or after the colour frame has arrived yet, :meth:`pair` waits up
-to ``wait`` seconds for one (depth usually arrives within a frame of its colour image). Unlike a
+to ``wait`` seconds for one (depth usually arrives within a frame of its colour image; no wait
+when no depth frame came in the last second). Unlike a
 synchroniser, a colour frame without a depth partner is not held back: the caller still publishes
 its 2-D keypoints (with invalid 3-D positions) and the frame is counted as unpaired.
 
@@ -14,6 +15,7 @@ Stamps are integer nanoseconds; no ROS import, so it is tested on its own.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 
@@ -26,6 +28,7 @@ class StampPairer:
         self.paired = 0
         self.unpaired = 0
         self.last_offset_s = float("nan")   # depth stamp - colour stamp of the last pair
+        self._last_arrival = -1e9             # monotonic time of the newest depth frame
 
     def set_tolerance(self, tolerance: float) -> None:
         self.tolerance_ns = int(round(tolerance * 1e9))
@@ -33,6 +36,7 @@ class StampPairer:
     def add(self, stamp_ns: int, item) -> None:
         with self._cond:
             self._buffer.append((int(stamp_ns), item))
+            self._last_arrival = time.monotonic()
             self._cond.notify_all()
 
     def clear(self) -> None:
@@ -49,8 +53,10 @@ class StampPairer:
         """The depth item for the colour frame stamped `stamp_ns`, or None (counted unpaired)."""
         stamp_ns = int(stamp_ns)
         with self._cond:
-            self._cond.wait_for(lambda: any(s >= stamp_ns for s, _ in self._buffer),
-                                timeout=self.wait if wait is None else wait)
+            # wait only while depth is streaming: a silent depth topic must not slow every frame
+            if time.monotonic() - self._last_arrival < 1.0:
+                self._cond.wait_for(lambda: any(s >= stamp_ns for s, _ in self._buffer),
+                                    timeout=self.wait if wait is None else wait)
             best = None
             for index, (s, item) in enumerate(self._buffer):
                 offset = abs(s - stamp_ns)

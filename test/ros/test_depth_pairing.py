@@ -65,3 +65,10 @@ def test_depth_message_to_metres_and_positions():
         camera_from_info(None)
     with pytest.raises(DepthError, match="fx > 0"):
         camera_from_info(CameraInfo())
+
+
+def test_no_wait_when_depth_is_not_streaming():
+    p = StampPairer(tolerance=0.02, wait=5.0)
+    t0 = time.monotonic()
+    assert p.pair(100 * MS) is None and time.monotonic() - t0 < 1.0  # nothing ever arrived
+    assert p.unpaired == 1
