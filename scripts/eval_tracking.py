@@ -184,6 +184,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-hits", type=int, default=2)
     p.add_argument("--max-age", type=int, default=30)
     p.add_argument("--keypoint-weight", type=float, default=0.5)
+    p.add_argument("--report-low", action="store_true",
+                   help="also report the low-score detections that continue a track (ByteTrack's output)")
     p.add_argument("--smooth", type=float, nargs="*", default=[],
                    help="also measure keypoint smoothing at these weights (PCK@0.2 with and without)")
     p.add_argument("--json", help="also write the numbers to this file")
@@ -194,7 +196,7 @@ def main(argv=None) -> int:
     cached = load_or_detect(Path(args.detections), args.checkpoint, args.video, args.num_frames,
                             args.cache_threshold, args.redetect)
     config = dict(low_threshold=args.low_threshold, min_hits=args.min_hits, max_age=args.max_age,
-                  keypoint_weight=args.keypoint_weight)
+                  keypoint_weight=args.keypoint_weight, report_low=args.report_low)
     report = {"checkpoint": cached["checkpoint"], "box_threshold": cached["box_threshold"],
               "cache_threshold": cached["cache_threshold"], "tracker": config, "steps": {}}
     for step in args.steps:

@@ -90,7 +90,10 @@ def test_low_score_detections_continue_tracks_but_start_none():
     for t in range(3):
         tracker.update([fly(100 + 2 * t, 100)])
     out = tracker.update([fly(106, 100, score=0.2), fly(400, 400, score=0.2)])
-    assert ids(out) == [1]  # the weak detection of the tracked fly keeps id 1; the stray one is dropped
+    assert out == []  # below the user's threshold: not reported, but it kept the track alive ...
+    tracker.config.report_low = True
+    out = tracker.update([fly(108, 100, score=0.2), fly(400, 400, score=0.2)])
+    assert ids(out) == [1]  # ... and, reported, it is still id 1; the stray one is dropped
     strict = Tracker(high_threshold=0.5, low_threshold=0.5)
     for t in range(3):
         strict.update([fly(100 + 2 * t, 100)])

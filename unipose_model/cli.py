@@ -91,8 +91,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="videos: do not track (by default each detection gets a track_id, the same for "
                         "the same object in every frame; see unipose_model/tracking.py)")
     p.add_argument("--track-low-threshold", type=float, default=None,
-                   help="videos: detections down to this score may continue a track (ByteTrack's second "
-                        "pass; default 0.1); only those at --box-threshold or above start one")
+                   help="videos: detections down to this score may keep a track alive (ByteTrack's second "
+                        "pass; default 0.1); only those at --box-threshold or above are written or start tracks")
     p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image")
 
 

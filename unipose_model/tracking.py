@@ -51,6 +51,10 @@ class TrackerConfig:
     keypoint_weight: float = 0.5     # share of the keypoint similarity (rest: box IoU)
     oks_sigma: float = 0.2           # keypoint tolerance, a fraction of the box scale (covers motion)
     smoothing: float = 0.0           # 0: off; else the weight of the previous keypoints in [0, 1)
+    # report the low-score detections that continue a track (ByteTrack's output); False: they keep
+    # their track alive (its box, its id) but are not returned, so every reported detection passes
+    # high_threshold, the user's score threshold
+    report_low: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.low_threshold <= self.high_threshold <= 1.0:
@@ -183,8 +187,8 @@ class Tracker:
 
     :meth:`update` takes one frame's instances (unipose_model Instances, or anything with
     ``box``, ``keypoints``, ``score``, ``class_index`` and a ``track_id`` field) and returns the
-    ones to report: every high-score detection and the low-score ones that continue a track, each a
-    copy with ``track_id`` set (:data:`UNCONFIRMED`, -1, while its track is being confirmed).
+    ones to report: every high-score detection (and, with ``report_low``, the low-score ones that
+    continue a track), each a copy with ``track_id`` set (:data:`UNCONFIRMED`, -1, while its track is being confirmed).
     :meth:`reset` starts over (a new prompt, a new video)."""
 
     def __init__(self, config: TrackerConfig | None = None, **overrides) -> None:
@@ -278,6 +282,8 @@ class Tracker:
 
         out = []
         for d in sorted(matched, key=lambda d: -scores[d]):
+            if scores[d] < cfg.high_threshold and not cfg.report_low:
+                continue
             track = matched[d]
             inst = instances[d]
             changes = {"track_id": track.track_id}

@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="crop refinement factor (0: off; negative, default: the model file's, else off)")
     parser.add_argument("--no-track", action="store_true", help="no track ids (default: tracked, as the node)")
     parser.add_argument("--track-low-threshold", type=float, default=0.1,
-                        help="detections down to this score may continue a track (default 0.1)")
+                        help="detections down to this score may keep a track alive, unpublished (default 0.1)")
     depth = parser.add_argument_group("3-D keypoints")
     depth.add_argument("--depth-topic", help="depth image aligned to the colour image (16UC1 mm or 32FC1 m)")
     depth.add_argument("--camera-info-topic",

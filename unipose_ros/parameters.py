@@ -98,9 +98,10 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("tracking", True, "Give each instance a track_id that stays with the object from frame to "
           "frame (unipose_model/tracking.py); the tracks restart on a prompt change or when this is "
           "switched.", runtime=True),
-    Param("tracking_low_threshold", 0.1, "Tracking: detections down to this score may continue an "
-          "existing track (ByteTrack's second pass); only detections at box_threshold or above start "
-          "one or are published otherwise. Equal to box_threshold or above: no second pass.",
+    Param("tracking_low_threshold", 0.1, "Tracking: detections down to this score may keep an "
+          "existing track alive (ByteTrack's second pass) without being published; only detections "
+          "at box_threshold or above are published or start tracks. Equal to box_threshold or above: "
+          "no second pass.",
           runtime=True, range=(0.0, 1.0)),
     Param("use_depth", False, "Subscribe to depth_image (aligned to the colour image; 16UC1 mm or "
           "32FC1 m) and give each keypoint its 3-D position in the camera optical frame "
