@@ -4,6 +4,8 @@
     ros2 launch unipose_ros detect.launch.py use_sample_source:=true rviz:=true   # no camera: flies
     ros2 launch unipose_ros detect.launch.py model:=fly               # the bundled fly model
     ros2 launch unipose_ros detect.launch.py image:=/my_cam/image compressed:=true prompt:="cat, dog"
+    ros2 launch unipose_ros detect.launch.py image:=/camera/color/image_raw \
+        depth_image:=/camera/aligned_depth_to_color/image_raw camera_info:=/camera/color/camera_info
 
 Arguments left empty take their value from the params file (config/detector.yaml). The one
 exception: the bundled sample (use_sample_source:=true without sample_source) is the fly clip, so
@@ -22,6 +24,11 @@ SHARE = Path(__file__).resolve().parent.parent  # share/unipose_ros (or the sour
 ARGUMENTS = {
     "image": ("/camera/image_raw", "Image topic (raw); with compressed:=true its /compressed is used."),
     "camera_info": ("", "CameraInfo topic. Empty: camera_info next to the image topic."),
+    "depth_image": ("", "Depth image aligned to the colour image (16UC1 mm or 32FC1 m): 3-D keypoints "
+                        "(use_depth). Empty: no depth."),
+    "depth_tolerance": ("", "Largest colour/depth stamp difference, seconds. Empty: params file."),
+    "target_frame": ("", "tf2 frame for the 3-D keypoints (needs tf2_ros). Empty: params file."),
+    "tracking": ("", "true/false: track ids across frames. Empty: params file."),
     "compressed": ("false", "Subscribe to IMAGE/compressed (jpeg/png) instead of the raw image."),
     "prompt": ("", "Initial prompt, e.g. 'person' or 'person: nose, left eye'. Empty: params file."),
     "support_image": ("", "Visual prompt instead of the text prompt: support image or VIDEO#frame=N "
@@ -82,11 +89,20 @@ def _launch_setup(context):
         # the bundled clip shows flies: run the model made for it, with its own prompt ("" = the model's)
         overrides.update(model="fly", checkpoint="", prompt=arg["prompt"])
     overrides["use_compressed"] = _true(arg["compressed"])
+    if arg["tracking"]:
+        overrides["tracking"] = _true(arg["tracking"])
+    if arg["depth_tolerance"]:
+        overrides["depth_tolerance"] = float(arg["depth_tolerance"])
+    if arg["target_frame"]:
+        overrides["target_frame"] = arg["target_frame"]
+    remappings = [("image", image), ("image/compressed", image + "/compressed"), ("camera_info", camera_info)]
+    if arg["depth_image"]:
+        overrides["use_depth"] = True
+        remappings.append(("depth_image", arg["depth_image"]))
     nodes = [Node(
         package="unipose_ros", executable="detector", name="unipose", output="screen",
         parameters=[arg["params_file"], overrides],
-        remappings=[("image", image), ("image/compressed", image + "/compressed"),
-                    ("camera_info", camera_info)],
+        remappings=remappings,
     )]
     if _true(arg["use_sample_source"]):
         nodes.append(Node(

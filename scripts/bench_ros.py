@@ -5,7 +5,10 @@
 
 1. Overhead per frame, excluding the model and the transport: Image -> numpy conversion, building
    the KeypointInstanceArray and MarkerArray from detections, and rclpy publish (serialisation),
-   for 640x480 and 1280x720 input; the annotated overlay (drawn only while subscribed) apart.
+   for 640x480 and 1280x720 input; the annotated overlay (drawn only while subscribed) apart; and
+   the same with tracking (track ids) and 3-D keypoints on (an aligned 16UC1 depth image paired by
+   stamp, positions in the keypoint array, ~/markers_3d). --overhead-only measures just this and
+   replaces only that table in docs/BENCHMARKS.md.
 2. End to end with the test model (unipose_tiny, reference weights) in a detector process: a camera
    publishing at 30 Hz, the stamp -> keypoints latency and the achieved processing rate.
 3. The demo's pipeline as separate processes: the image source playing the bundled clip (1024x1024,
@@ -45,6 +48,9 @@ from unipose_ros.detection_messages import (ActivePrompt, ClassLayout, PixelProj
                                             keypoint_array, marker_array)
 from unipose_ros.image_conversion import array_to_image, image_to_color  # noqa: E402
 from unipose_ros.msg import KeypointInstanceArray  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
+from unipose_ros.depth_3d import marker_array_3d  # noqa: E402
+from unipose_ros.tracks_and_depth import TracksAndDepth  # noqa: E402
 
 SIZES = [(640, 480), (1280, 720)]
 BEGIN, END = "<!-- bench_ros.py: begin -->", "<!-- bench_ros.py: end -->"
@@ -90,6 +96,7 @@ def bench_overhead(node, repeat: int) -> list[dict]:
     keypoints_pub = node.create_publisher(KeypointInstanceArray, "/bench/keypoints", 10)
     markers_pub = node.create_publisher(MarkerArray, "/bench/markers", 10)
     annotated_pub = node.create_publisher(Image, "/bench/image_annotated", 10)
+    markers_3d_pub = node.create_publisher(MarkerArray, "/bench/markers_3d", 10)
     prompt = ActivePrompt("person", (ClassLayout("person", COCO, SKELETON),))
     rows = []
     for width, height in SIZES:
@@ -117,9 +124,30 @@ def bench_overhead(node, repeat: int) -> list[dict]:
             canvas = draw_instances(np.array(image, order="C"), instances, color=order, copy=False)
             annotated_pub.publish(array_to_image(canvas, f"{order}8", msg.header))
 
+        # tracking and 3-D as the node does them: a depth frame arrives with each colour frame
+        extras = TracksAndDepth()
+        extras.depth.wait = 0.0
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.k = [600.0, 0.0, width / 2 - 0.5, 0.0, 600.0, height / 2 - 0.5, 0.0, 0.0, 1.0]
+        info.d = [-0.2, 0.05, 0.001, -0.001, 0.0]
+        depth = np.random.default_rng(2).integers(500, 3000, (height, width)).astype(np.uint16)
+        depth_msg = Image(header=msg.header, height=height, width=width, encoding="16UC1", step=2 * width,
+                          data=depth.tobytes())
+
+        def per_frame_tracked_3d():
+            extras.on_depth(depth_msg)
+            convert()
+            tracked = extras.track(instances, prompt, True, 0.3, 0.1)
+            positions, frame, _ = extras.positions(tracked, msg.header, (width, height), info, 5)
+            keypoints_pub.publish(keypoint_array(tracked, msg.header, (width, height), prompt, "bench", 0.0,
+                                                 positions, frame))
+            markers_pub.publish(marker_array(tracked, msg.header, projector, (width, height)))
+            markers_3d_pub.publish(marker_array_3d(tracked, positions, msg.header, frame))
+
         rows.append({"size": f"{width}x{height}", "convert_ms": timeit(convert, repeat),
                      "keypoints_ms": timeit(keypoints, repeat), "markers_ms": timeit(markers, repeat),
-                     "total_ms": timeit(per_frame, repeat), "overlay_ms": timeit(overlay, max(5, repeat // 4))})
+                     "total_ms": timeit(per_frame, repeat), "overlay_ms": timeit(overlay, max(5, repeat // 4)),
+                     "total_tracked_3d_ms": timeit(per_frame_tracked_3d, repeat)})
     return rows
 
 
@@ -254,19 +282,32 @@ def machine() -> str:
             f"(CPU), ROS 2 Jazzy wheels (rclpy, Fast DDS defaults), {time.strftime('%Y-%m-%d')}")
 
 
-def markdown(overhead: list[dict], e2e: list[dict], bundled: list[dict], where: str) -> str:
-    lines = [BEGIN, "## ROS node", "", f"Measured with `scripts/bench_ros.py` on {where}.", "",
+def overhead_table(overhead: list[dict], where: str) -> list[str]:
+    lines = [f"Per-frame overhead measured on {where}:", "",
              "Per-frame overhead of the node outside the model and the transport (median; bgr8 input, "
              "5 instances x 17 keypoints): Image to numpy, building the keypoint array and the markers, "
              "and rclpy publish (serialisation; no subscriber, so no transport). Markers are built only while `~/markers` has subscribers; the annotated overlay is drawn only while `~/image_annotated` has "
-             "subscribers and is listed apart. Target: 3 ms or less. The machine is shared with other jobs; "
+             "subscribers and is listed apart. The last column is the whole per-frame work with tracking "
+             "and 3-D keypoints on: the tracker, pairing an aligned 16UC1 depth image, 3-D positions of "
+             "all 85 keypoints (plumb_bob undistortion, 5x5 median), the keypoint array with positions, "
+             "the markers and the 3-D markers. Target: 3 ms or less. The machine is shared with other jobs; "
              "figures are medians and vary by tens of percent between runs.", "",
              "| input | conversion | keypoint array + publish | markers + publish | total | "
-             "overlay (when subscribed) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "overlay (when subscribed) | total, tracking + 3-D on |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in overhead:
         lines.append(f"| {r['size']} | {r['convert_ms']:.3f} ms | {r['keypoints_ms']:.2f} ms | "
-                     f"{r['markers_ms']:.2f} ms | **{r['total_ms']:.2f} ms** | {r['overlay_ms']:.1f} ms |")
+                     f"{r['markers_ms']:.2f} ms | **{r['total_ms']:.2f} ms** | {r['overlay_ms']:.1f} ms | "
+                     f"**{r['total_tracked_3d_ms']:.2f} ms** |")
+    return lines + [OVERHEAD_END]
+
+
+OVERHEAD_END = "<!-- bench_ros.py: overhead end -->"
+
+
+def markdown(overhead: list[dict], e2e: list[dict], bundled: list[dict], where: str) -> str:
+    lines = [BEGIN, "## ROS node", "", f"Measured with `scripts/bench_ros.py` on {where}.", ""]
+    lines += overhead_table(overhead, where)
     lines += ["", "End to end with the test model (`unipose_tiny`, reference weights, CPU, default input "
               "resize 800/1333) in a detector process, camera at 30 Hz from another process: latency is "
               "image stamp to keypoints received; frames arriving while the model is busy are dropped, "
@@ -306,6 +347,18 @@ def write_section(section: str) -> Path:
     return path
 
 
+def replace_overhead(table: list[str]) -> Path:
+    """Only the overhead table of the ROS node section (--overhead-only)."""
+    path = ROOT / "docs" / "BENCHMARKS.md"
+    text = path.read_text()
+    head, rest = text.split(BEGIN, 1)
+    section, tail = rest.split(END, 1)
+    start = section.index("Per-frame overhead")
+    stop = section.index(OVERHEAD_END) + len(OVERHEAD_END) if OVERHEAD_END in section else section.index("\n\nEnd to end")
+    path.write_text(head + BEGIN + section[:start] + "\n".join(table) + section[stop:] + END + tail)
+    return path
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="end-to-end run per size")
@@ -313,9 +366,21 @@ def main() -> int:
     parser.add_argument("--bundled-seconds", type=float, default=30.0,
                         help="bundled-clip pipeline run per executor (0: skip)")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/BENCHMARKS.md")
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the per-frame overhead table (replaces just that table in docs/BENCHMARKS.md)")
     args = parser.parse_args()
     rclpy.init()
     node = rclpy.create_node("unipose_bench")
+    if args.overhead_only:
+        try:
+            table = overhead_table(bench_overhead(node, args.repeat), machine())
+        finally:
+            node.destroy_node()
+            rclpy.try_shutdown()
+        print("\n".join(table))
+        if not args.no_write:
+            print(f"written to {replace_overhead(table)}")
+        return 0
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -96,6 +96,12 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "then in the image as viewers display it. Default: the tag is ignored, as in the "
                         "official demo, and coordinates refer to the stored pixel grid (docs/BAD_INPUTS.md)")
     p.add_argument("--no-overlay", action="store_true", help="do not write overlay images / videos")
+    p.add_argument("--no-track", action="store_true",
+                   help="videos: do not track (by default each detection gets a track_id, the same for "
+                        "the same object in every frame; see unipose_model/tracking.py)")
+    p.add_argument("--track-low-threshold", type=float, default=None,
+                   help="videos: detections down to this score may keep a track alive (ByteTrack's second "
+                        "pass; default 0.1); only those at --box-threshold or above are written or start tracks")
     p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image")
 
 
@@ -221,16 +227,24 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
     from tqdm import tqdm
 
     from .media import MediaError, VideoReader, VideoWriter
+    from .tracking import Tracker, TrackerConfig, keep_low_scores
 
     video_out = writer.unique_name(f"{path.stem}_annotated", ".mp4")
     decoded = 0
-    with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw:
+    track = not getattr(args, "no_track", False)
+    low = getattr(args, "track_low_threshold", None)
+    low = TrackerConfig.low_threshold if low is None else low
+    with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw, \
+            keep_low_scores(predictor, low if track else predictor.box_threshold) as own_threshold:
+        tracker = Tracker(high_threshold=own_threshold, low_threshold=min(low, own_threshold)) if track else None
         bar = tqdm(reader, total=reader.frame_count or None, desc=path.name, unit="frame",
                    disable=None, leave=False, file=sys.stderr)
         for index, frame in enumerate(bar):
             decoded += 1
             t0 = time.perf_counter()
             instances = _run_query(predictor, frame, prompt)
+            if tracker is not None:
+                instances = tracker.update(instances)
             seconds = time.perf_counter() - t0
             writer.add(f"{path.name}#frame={index}", frame.shape, instances, frame_index=index)
             if not args.no_overlay:

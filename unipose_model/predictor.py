@@ -105,11 +105,13 @@ class Instance:
     keypoints: np.ndarray
     keypoint_names: tuple[str, ...]
     skeleton: tuple[tuple[int, int], ...] = ()  # 0-based index pairs into keypoint_names
+    track_id: int | None = None  # identity across frames (tracking.py); None: not tracked, -1: not yet
 
     def to_coco(self, image_id: int, category_id: int | None = None) -> dict:
-        """A COCO keypoint-results entry (bbox x, y, w, h; keypoints [x, y, score] * K)."""
+        """A COCO keypoint-results entry (bbox x, y, w, h; keypoints [x, y, score] * K), with
+        ``track_id`` when the instance was tracked."""
         x0, y0, x1, y1 = self.box
-        return {
+        entry = {
             "image_id": int(image_id),
             "category_id": int(self.class_index + 1 if category_id is None else category_id),
             "bbox": [round(float(x0), 2), round(float(y0), 2),
@@ -118,6 +120,9 @@ class Instance:
             "keypoints": [round(float(v), 2) if i % 3 != 2 else round(float(v), 5)
                           for i, v in enumerate(self.keypoints.reshape(-1))],
         }
+        if self.track_id is not None:
+            entry["track_id"] = int(self.track_id)
+        return entry
 
 
 @dataclass

@@ -42,7 +42,8 @@ def draw_instances(image: np.ndarray, instances: Sequence, *, color: str = "bgr"
 
     Args:
         image: HxWx3 (or HxW) uint8 array; channel order given by ``color`` ("bgr" or "rgb").
-        color_by: "instance" (each detection its own colour) or "class".
+        color_by: "instance" (each detection its own colour; a tracked one, the colour of its
+            track id, the same in every frame) or "class".
         min_score: skip detections below this score.
         thickness, radius, font_scale: override the size-dependent defaults.
         copy: draw on a copy (default) or in place.
@@ -64,7 +65,11 @@ def draw_instances(image: np.ndarray, instances: Sequence, *, color: str = "bgr"
     for idx, inst in enumerate(instances):
         if inst.score < min_score:
             continue
-        key = inst.class_index if color_by == "class" else idx
+        track = getattr(inst, "track_id", None)
+        if color_by == "class":
+            key = inst.class_index
+        else:  # a tracked instance keeps its colour from frame to frame
+            key = track - 1 if track is not None and track > 0 else idx
         main = _order(PALETTE_RGB[key % len(PALETTE_RGB)], color)
         kpts = np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, np.asarray(inst.keypoints).shape[-1])
         if draw_boxes:
@@ -85,7 +90,8 @@ def draw_instances(image: np.ndarray, instances: Sequence, *, color: str = "bgr"
                 cv2.circle(canvas, centre, radius, _order(colours[k], color), -1, cv2.LINE_AA)
                 cv2.circle(canvas, centre, radius, (0, 0, 0), max(1, thickness // 2), cv2.LINE_AA)
         if draw_labels:
-            _draw_label(canvas, f"{inst.label} {inst.score:.2f}", inst.box, main, font_scale,
+            name = f"{inst.label} #{track}" if track is not None and track > 0 else inst.label
+            _draw_label(canvas, f"{name} {inst.score:.2f}", inst.box, main, font_scale,
                         font_thickness)
     return canvas
 

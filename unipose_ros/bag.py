@@ -2,11 +2,17 @@
 
     unipose bag INPUT_BAG --prompt "person" --output OUT_BAG [--image-topic /camera/image_raw]
                 [--annotate] [--model unipose_swint --checkpoint PATH --device auto]
+                [--depth-topic /camera/aligned_depth_to_color/image_raw
+                 --camera-info-topic /camera/color/camera_info]
 
 The output bag holds every topic of the input unchanged plus `/unipose/keypoints`
 (unipose_ros/msg/KeypointInstanceArray, header copied from each image, written at the image's
 bag time) and, with --annotate, `/unipose/image_annotated`. The keypoint messages are built by the
-same code as the live node's, so they are the same bytes for the same frames and model.
+same code as the live node's, so they are the same bytes for the same frames and model. Instances
+carry track ids (as the node's `tracking`; --no-track: off). With --depth-topic, each keypoint
+gets its 3-D position from the depth image paired by stamp (as the node's `use_depth`) and
+`/unipose/markers_3d` is written; a colour frame waits for the depth frames after it in the bag
+(at most --depth-tolerance later in stamp), so only a few frames are held at a time.
 
 Bags are read and written with `rosbags` (pure Python); messages are (de)serialised with rclpy.
 """
@@ -20,6 +26,7 @@ from pathlib import Path
 
 HELP = "run the detector on the images of a rosbag2 and write a bag with keypoints added"
 KEYPOINTS_TOPIC = "/unipose/keypoints"
+MARKERS_3D_TOPIC = "/unipose/markers_3d"
 ANNOTATED_TOPIC = "/unipose/image_annotated"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -56,6 +63,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="input long side limit (0: none; -1, default: the model file's, else 1333)")
     model.add_argument("--refine", type=float, default=-1.0,
                        help="crop refinement factor (0: off; negative, default: the model file's, else off)")
+    parser.add_argument("--no-track", action="store_true", help="no track ids (default: tracked, as the node)")
+    parser.add_argument("--track-low-threshold", type=float, default=0.1,
+                        help="detections down to this score may keep a track alive, unpublished (default 0.1)")
+    depth = parser.add_argument_group("3-D keypoints")
+    depth.add_argument("--depth-topic", help="depth image aligned to the colour image (16UC1 mm or 32FC1 m)")
+    depth.add_argument("--camera-info-topic",
+                       help="CameraInfo of the colour camera (default: camera_info next to --image-topic)")
+    depth.add_argument("--depth-tolerance", type=float, default=0.02,
+                       help="largest colour/depth stamp difference, seconds (default 0.02)")
+    depth.add_argument("--depth-window", type=int, default=5, help="depth window side, pixels (default 5)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -112,13 +129,28 @@ def _pick_image_topic(connections, wanted: str | None) -> str:
     return images[0]
 
 
+def _pick_camera_info_topic(connections, wanted: str | None, image_topic: str) -> str:
+    infos = sorted({c.topic for c in connections if c.msgtype == "sensor_msgs/msg/CameraInfo"})
+    if wanted:
+        if wanted not in infos:
+            raise BagError(f"CameraInfo topic {wanted} is not in the bag (CameraInfo topics: {', '.join(infos) or 'none'})")
+        return wanted
+    sibling = image_topic.rsplit("/", 1)[0] + "/camera_info"
+    if sibling in infos:
+        return sibling
+    if len(infos) == 1:
+        return infos[0]
+    raise BagError(f"3-D keypoints need the colour camera's CameraInfo: the bag has {len(infos)} CameraInfo "
+                   f"topics ({', '.join(infos) or 'none'}); choose one with --camera-info-topic")
+
+
 def process_bag(args: argparse.Namespace) -> dict:
     """Run the detector over the bag; returns counts (frames, instances, skipped)."""
     import shutil
 
     from rclpy.serialization import deserialize_message, serialize_message
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from tqdm import tqdm
 
     from unipose_ros.detection_messages import keypoint_array
@@ -143,10 +175,30 @@ def process_bag(args: argparse.Namespace) -> dict:
     prompt = resolve_prompt(predictor, args.prompt)
     model_name = model_label(args.model, args.checkpoint)
     store = message_typestore()
-    counts = {"frames": 0, "instances": 0, "skipped": 0}
+    counts = {"frames": 0, "instances": 0, "skipped": 0, "depth_paired": 0, "depth_unpaired": 0}
+    from unipose_model.tracking import Tracker, keep_low_scores
+    from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions, marker_array_3d
+    from unipose_ros.depth_pairing import StampPairer
+    from unipose_ros.tracks_and_depth import stamp_ns
+
+    track = not args.no_track
+    low_scores = keep_low_scores(predictor, args.track_low_threshold if track else predictor.box_threshold)
+    own_threshold = low_scores.__enter__()
+    tracker = (Tracker(high_threshold=own_threshold, low_threshold=min(args.track_low_threshold, own_threshold))
+               if track else None)
+    pairer = StampPairer(args.depth_tolerance, capacity=60, wait=0.0)
+    camera_info = [None]
 
     with Reader(args.input) as reader:
-        topic = _pick_image_topic(reader.connections, args.image_topic)
+        # the depth topic is an image topic too, but never the one to detect on
+        topic = _pick_image_topic([c for c in reader.connections if c.topic != args.depth_topic],
+                                  args.image_topic)
+        depth_topic = info_topic = None
+        if args.depth_topic:
+            if args.depth_topic not in {c.topic for c in reader.connections}:
+                raise BagError(f"depth topic {args.depth_topic} is not in the bag")
+            depth_topic = args.depth_topic
+            info_topic = _pick_camera_info_topic(reader.connections, args.camera_info_topic, topic)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         with Writer(args.output, version=9, storage_plugin=plugin) as writer:
             copied = {}
@@ -159,27 +211,49 @@ def process_bag(args: argparse.Namespace) -> dict:
                                                    typestore=store)
             annotated_conn = (writer.add_connection(ANNOTATED_TOPIC, "sensor_msgs/msg/Image", typestore=store)
                               if args.annotate else None)
+            markers_conn = (writer.add_connection(MARKERS_3D_TOPIC, "visualization_msgs/msg/MarkerArray",
+                                                  typestore=store) if depth_topic else None)
             total = sum(c.msgcount for c in reader.connections)
-            for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
-                                             disable=args.no_progress, desc="unipose bag"):
-                writer.write(copied[conn.id], timestamp, raw)
-                if conn.topic != topic:
-                    continue
-                msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
-                msg = deserialize_message(bytes(raw), msg_type)
+            pending: list = []   # colour frames waiting for the depth frames after them
+
+            def flush(final: bool = False) -> None:
+                """Process the colour frames whose depth partner can be decided (in order)."""
+                while pending:
+                    stamp = stamp_ns(pending[0][1].header.stamp)
+                    if not (final or depth_topic is None or pairer.has_after(stamp + pairer.tolerance_ns)):
+                        return
+                    process(*pending.pop(0))
+
+            def process(timestamp, msg, msg_type) -> None:
                 try:
                     image, order = (compressed_to_color(msg) if msg_type is CompressedImage
                                     else image_to_color(msg))
                 except ImageConversionError as exc:
                     counts["skipped"] += 1
                     print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
-                    continue
+                    return
                 started = time.perf_counter()
                 instances = prompt.run(predictor, image, order)
                 model_time = time.perf_counter() - started
+                if tracker is not None:
+                    instances = tracker.update(instances)
                 height, width = image.shape[:2]
-                out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time)
+                positions = None
+                if depth_topic is not None:
+                    depth_msg = pairer.pair(stamp_ns(msg.header.stamp), wait=0.0)
+                    if depth_msg is not None:
+                        try:
+                            depth, encoding = depth_image_array(depth_msg)
+                            positions = instance_positions(instances, depth, camera_from_info(camera_info[0]),
+                                                           (width, height), args.depth_window, encoding)
+                        except ValueError as exc:
+                            print(f"unipose bag: no 3-D keypoints at {timestamp} ns: {exc}", file=sys.stderr)
+                out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time,
+                                     positions, msg.header.frame_id)
                 writer.write(keypoints_conn, timestamp, serialize_message(out))
+                if positions is not None:
+                    writer.write(markers_conn, timestamp,
+                                 serialize_message(marker_array_3d(instances, positions, msg.header)))
                 if annotated_conn is not None:
                     import numpy as np
 
@@ -190,13 +264,33 @@ def process_bag(args: argparse.Namespace) -> dict:
                                  serialize_message(array_to_image(canvas, f"{order}8", msg.header)))
                 counts["frames"] += 1
                 counts["instances"] += len(instances)
+
+            try:
+                for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
+                                                 disable=args.no_progress, desc="unipose bag"):
+                    writer.write(copied[conn.id], timestamp, raw)
+                    if conn.topic == depth_topic:
+                        depth_msg = deserialize_message(bytes(raw), Image)
+                        pairer.add(stamp_ns(depth_msg.header.stamp), depth_msg)
+                    elif conn.topic == info_topic:
+                        camera_info[0] = deserialize_message(bytes(raw), CameraInfo)
+                    elif conn.topic == topic:
+                        msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
+                        pending.append((timestamp, deserialize_message(bytes(raw), msg_type), msg_type))
+                    flush()
+                flush(final=True)
+            finally:
+                low_scores.__exit__(None, None, None)
+    counts["depth_paired"], counts["depth_unpaired"] = pairer.paired, pairer.unpaired
     return counts
 
 
 def run(args: argparse.Namespace) -> int:
     counts = process_bag(args)
+    depth = (f", 3-D for {counts['depth_paired']} (no depth within {args.depth_tolerance:g} s: "
+             f"{counts['depth_unpaired']})" if args.depth_topic else "")
     print(f"unipose bag: {counts['frames']} frames, {counts['instances']} instances, "
-          f"{counts['skipped']} skipped -> {args.output}", file=sys.stderr)
+          f"{counts['skipped']} skipped{depth} -> {args.output}", file=sys.stderr)
     return 0
 
 

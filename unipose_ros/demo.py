@@ -88,7 +88,8 @@ def _keypoint_summary(msg) -> str:
     for inst in msg.instances:
         kp = inst.keypoints[0] if len(inst.keypoints) else None
         where = f" {kp.name} ({kp.x:.0f}, {kp.y:.0f})" if kp is not None else ""
-        parts.append(f"{inst.label} {inst.score:.2f}{where}")
+        ident = f" #{inst.track_id}" if inst.track_id > 0 else " #-"  # -1: a new track, not yet confirmed
+        parts.append(f"{inst.label}{ident} {inst.score:.2f}{where}")
     return f"{len(msg.instances)} x {msg.instances[0].label}: " + "; ".join(parts)
 
 

@@ -58,8 +58,10 @@ class ActivePrompt:
 
 
 def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], prompt: ActivePrompt,
-                   model: str = "", inference_time: float = 0.0):
-    """A KeypointInstanceArray for one image. `image_size` is (width, height)."""
+                   model: str = "", inference_time: float = 0.0, positions=None, position_frame_id: str = ""):
+    """A KeypointInstanceArray for one image. `image_size` is (width, height). `positions`: per
+    instance (points (K, 3), valid (K,)) in `position_frame_id` (depth_3d.instance_positions), or
+    None (no depth: every position invalid). An instance's ``track_id`` is copied (-1 when None)."""
     from unipose_ros.msg import Keypoint, KeypointClass, KeypointInstance, KeypointInstanceArray
 
     out = KeypointInstanceArray()
@@ -68,20 +70,41 @@ def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], pro
     out.prompt = prompt.text
     out.model = model
     out.inference_time = float(inference_time)
+    out.position_frame_id = position_frame_id if positions is not None else ""
     out.classes = [KeypointClass(name=c.name, keypoint_names=list(c.keypoint_names),
                                  skeleton=[int(i) for pair in c.skeleton for i in pair])
                    for c in prompt.classes]
-    for inst in instances:
+    for i, inst in enumerate(instances):
         x0, y0, x1, y1 = (float(v) for v in inst.box)
         kpts = np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3)
         names = list(inst.keypoint_names)
+        points, valid = positions[i] if positions is not None else (None, None)
+        keypoints = []
+        for k, (x, y, s) in enumerate(kpts):
+            kp = Keypoint(name=str(names[k]) if k < len(names) else str(k), index=k,
+                          x=float(x), y=float(y), score=float(s))
+            if valid is not None and valid[k]:
+                kp.position.x, kp.position.y, kp.position.z = (float(v) for v in points[k])
+                kp.position_valid = True
+            else:  # no depth here: NaN, never a position at the camera centre
+                kp.position.x = kp.position.y = kp.position.z = _NAN
+            keypoints.append(kp)
+        track = getattr(inst, "track_id", None)
         out.instances.append(KeypointInstance(
             label=str(inst.label), class_index=int(inst.class_index), score=float(inst.score),
-            x_min=x0, y_min=y0, x_max=x1, y_max=y1,
-            keypoints=[Keypoint(name=str(names[k]) if k < len(names) else str(k), index=k,
-                                x=float(x), y=float(y), score=float(s))
-                       for k, (x, y, s) in enumerate(kpts)]))
+            track_id=-1 if track is None else int(track),
+            x_min=x0, y_min=y0, x_max=x1, y_max=y1, keypoints=keypoints))
     return out
+
+
+_NAN = float("nan")
+
+
+def instance_colour(inst, index: int) -> tuple[int, int, int]:
+    """Marker colour: by track id when the instance has one (stable across frames), else by index."""
+    track = getattr(inst, "track_id", None)
+    key = track - 1 if track is not None and track > 0 else index
+    return _PALETTE_RGB[key % len(_PALETTE_RGB)]
 
 
 # ------------------------------------------------------------------------------------ markers
@@ -157,7 +180,7 @@ def marker_array(instances: Sequence, header, projector: PixelProjector, image_s
         return m
 
     for i, inst in enumerate(instances):
-        colour = _PALETTE_RGB[i % len(_PALETTE_RGB)]
+        colour = instance_colour(inst, i)
         kpts = np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3)
         shown = kpts[:, 2] >= min_keypoint_score
 
@@ -184,7 +207,8 @@ def marker_array(instances: Sequence, header, projector: PixelProjector, image_s
 
         label = new_marker("label", i, Marker.TEXT_VIEW_FACING, colour, text)
         label.scale.x = label.scale.y = 0.0
-        label.text = f"{inst.label} {float(inst.score):.2f}"
+        track = getattr(inst, "track_id", None)
+        label.text = f"{inst.label}{f' #{track}' if track is not None and track > 0 else ''} {float(inst.score):.2f}"
         anchor = projector.project(x0, max(y0 - 8.0, 0.0))
         label.pose.position = anchor
         out.markers.append(label)

@@ -33,6 +33,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from unipose_model.prompt import quote_for_message
+from unipose_ros.depth_3d import marker_array_3d
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
 from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt,
@@ -44,6 +45,7 @@ from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
 from unipose_ros.srv import CaptureVisualPrompt
 from unipose_ros.parameters import DETECTOR_PARAMETERS, check_choice, descriptor
 from unipose_ros.stats import ProblemThrottle, RateLimiter, WindowStats
+from unipose_ros.tracks_and_depth import TracksAndDepth
 
 NODE_NAME = "unipose"
 REJECTED_PREFIX = "error: "  # ~/active_prompt: a rejection starts with this, a prompt never does
@@ -89,6 +91,8 @@ class DetectorNode(LifecycleNode):
         self._configure_error = ""  # why the last configure failed (ERROR on /diagnostics)
         self._image_sub = None
         self._info_sub = None
+        self._depth_sub = None
+        self._extras = TracksAndDepth()  # track ids and 3-D positions
         self._pubs: dict = {}
         self._prompt_subs: list = []
         self._capture_srv = None
@@ -126,6 +130,10 @@ class DetectorNode(LifecycleNode):
             changed = {p.name: p.value for p in params}
             if changed.keys() & {"speed_profile", "short_side", "max_size", "refine"}:
                 self._apply_speed_profile(predictor, changed)
+        if any(p.name == "tracking" for p in params):
+            self._extras.reset_tracks()
+        if any(p.name == "depth_tolerance" for p in params):
+            self._extras.depth.set_tolerance(float(next(p.value for p in params if p.name == "depth_tolerance")))
         if any(p.name == "max_rate" for p in params):
             self._limiter.max_rate = float(next(p.value for p in params if p.name == "max_rate"))
         return SetParametersResult(successful=True)
@@ -185,6 +193,7 @@ class DetectorNode(LifecycleNode):
             self.get_logger().info("compile: the first frame (and the first after a speed-profile or image-size "
                                    "change) compiles the model: minutes on a small CPU")
         self._limiter.max_rate = float(params["max_rate"])
+        self._extras.depth.set_tolerance(float(params["depth_tolerance"]))
         if params["speed_profile"] != "accurate":
             self._apply_speed_profile(self.predictor)
 
@@ -192,6 +201,7 @@ class DetectorNode(LifecycleNode):
         self._pubs = {
             "keypoints": self.create_publisher(KeypointInstanceArray, "~/keypoints", reliable10),
             "markers": self.create_publisher(MarkerArray, "~/markers", reliable10),
+            "markers_3d": self.create_publisher(MarkerArray, "~/markers_3d", reliable10),
             "annotated": self.create_publisher(Image, "~/image_annotated",
                                                QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)),
             "active_prompt": self.create_publisher(String, "~/active_prompt", LATCHED),
@@ -226,6 +236,12 @@ class DetectorNode(LifecycleNode):
         self._info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
                                                   qos_profile_sensor_data,
                                                   callback_group=self._image_group)
+        if self._param("use_depth"):
+            self._extras.depth.clear()
+            self._depth_sub = self.create_subscription(Image, "depth_image", self._extras.on_depth,
+                                                       qos_profile_sensor_data, callback_group=self._image_group)
+            if self._param("target_frame"):
+                self._extras.start_tf(self)
         self._stop.clear()
         self._slot.reopen()
         self._worker = threading.Thread(target=self._work, name="unipose-worker", daemon=True)
@@ -250,10 +266,10 @@ class DetectorNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_processing(self) -> None:
-        for sub in (self._image_sub, self._info_sub):
+        for sub in (self._image_sub, self._info_sub, self._depth_sub):
             if sub is not None:
                 self.destroy_subscription(sub)
-        self._image_sub = self._info_sub = None
+        self._image_sub = self._info_sub = self._depth_sub = None
         self._stop.set()
         self._slot.close()
         if self._worker is not None and self._worker is not threading.current_thread():
@@ -426,15 +442,28 @@ class DetectorNode(LifecycleNode):
         if prompt is None or predictor is None:
             return
         self._last_frame = (image, order, msg.header)  # what ~/capture_visual_prompt uses
+        tracking, low = self._param("tracking"), self._param("tracking_low_threshold")
         t0 = time.perf_counter()
-        instances = prompt.run(predictor, image, order)
+        with self._extras.detections(predictor, tracking, low) as threshold:
+            instances = prompt.run(predictor, image, order)
         model_time = time.perf_counter() - t0
         self._model_time.add(model_time)
         height, width = image.shape[:2]
+        instances = self._extras.track(instances, prompt, tracking, threshold, low)
+        positions, position_frame = None, ""
+        if self._depth_sub is not None:
+            positions, position_frame, problem = self._extras.positions(
+                instances, msg.header, (width, height), self._camera_info, self._param("depth_window"),
+                self._param("target_frame"))
+            if problem and self._throttle.should_report(problem):
+                self.get_logger().warning(problem)
 
         pubs = self._pubs
         pubs["keypoints"].publish(keypoint_array(instances, msg.header, (width, height), prompt,
-                                                 self._model_name(), model_time))
+                                                 self._model_name(), model_time, positions, position_frame))
+        if positions is not None and pubs["markers_3d"].get_subscription_count() > 0:
+            pubs["markers_3d"].publish(marker_array_3d(instances, positions, msg.header, position_frame,
+                                                       self._param("marker_lifetime")))
         if self._param("publish_markers") and pubs["markers"].get_subscription_count() > 0:
             projector = PixelProjector.from_camera_info(
                 self._camera_info, self._param("marker_depth"), self._param("marker_scale"))
@@ -493,6 +522,7 @@ class DetectorNode(LifecycleNode):
             "backend": str(self._param("backend")),
             "precision": str(self._param("precision")),
             "last_error": self._last_error,
+            **self._extras.diagnostics(),
         }
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         out = DiagnosticArray(status=[status])

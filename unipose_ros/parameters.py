@@ -98,6 +98,25 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("marker_lifetime", 0.5, "Marker lifetime in seconds, so stale markers vanish.",
           runtime=True, range=(0.0, 60.0)),
     Param("marker_frame_id", "", "Frame of the markers (empty: the image's frame_id).", runtime=True),
+    # identities and 3-D
+    Param("tracking", True, "Give each instance a track_id that stays with the object from frame to "
+          "frame (unipose_model/tracking.py); the tracks restart on a prompt change or when this is "
+          "switched.", runtime=True),
+    Param("tracking_low_threshold", 0.1, "Tracking: detections down to this score may keep an "
+          "existing track alive (ByteTrack's second pass) without being published; only detections "
+          "at box_threshold or above are published or start tracks. Equal to box_threshold or above: "
+          "no second pass.",
+          runtime=True, range=(0.0, 1.0)),
+    Param("use_depth", False, "Subscribe to depth_image (aligned to the colour image; 16UC1 mm or "
+          "32FC1 m) and give each keypoint its 3-D position in the camera optical frame "
+          "(Keypoint.position, position_valid); also publishes ~/markers_3d."),
+    Param("depth_tolerance", 0.02, "Depth: largest stamp difference, seconds, between a colour image "
+          "and the depth image paired with it; frames without one are counted in /diagnostics.",
+          runtime=True, range=(0.0, 1.0)),
+    Param("depth_window", 5, "Depth: side in pixels of the window whose median depth (on the "
+          "keypoint's surface, holes ignored) is the keypoint's depth.", runtime=True, range=(1, 31)),
+    Param("target_frame", "", "Depth: transform the 3-D positions to this frame with tf2 (when "
+          "tf2_ros is installed; empty: keep the camera optical frame).", runtime=True),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages (published from start-up, "
           "so a failed configure shows as ERROR).", range=(0.1, 60.0)),
     Param("autostart", True, "Configure and activate at start-up (plain `ros2 run`). False: wait "

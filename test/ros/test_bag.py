@@ -119,3 +119,53 @@ def test_bag_errors_are_one_line(tmp_path):
     from unipose_ros.bag import main
 
     assert main([str(tmp_path), "--output", str(tmp_path / "o"), "--prompt", "person"]) == 2
+
+
+def test_bag_with_depth_gives_3d_keypoints_track_ids_and_3d_markers(tmp_path, capsys):
+    """Depth frames are written after their colour frames (as a recorder may): the colour frame waits
+    for them. The second frame's depth is stamped 0.5 s away: not used, counted."""
+    from sensor_msgs.msg import CameraInfo
+    from visualization_msgs.msg import MarkerArray
+
+    from unipose_ros.bag import main
+
+    frames = bag_frames()
+    store = message_typestore()
+    info = CameraInfo(header=frames[0].header, width=320, height=240, distortion_model="plumb_bob")
+    info.k = [300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0]
+    info.d = [0.0] * 5
+    in_bag, out_bag = tmp_path / "in", tmp_path / "out"
+    with rosbag2.Writer(in_bag, version=9, storage_plugin=rosbag2.StoragePlugin.MCAP) as writer:
+        images = writer.add_connection("/camera/color/image_raw", "sensor_msgs/msg/Image", typestore=store)
+        depths = writer.add_connection("/camera/aligned_depth_to_color/image_raw", "sensor_msgs/msg/Image",
+                                       typestore=store)
+        infos = writer.add_connection("/camera/color/camera_info", "sensor_msgs/msg/CameraInfo", typestore=store)
+        for i, msg in enumerate(frames):
+            t = 1_000_000_000 * (i + 1)
+            writer.write(infos, t, serialize_message(info))
+            writer.write(images, t + 1, serialize_message(msg))
+            depth = Image(header=header(400 + i), height=240, width=320, encoding="16UC1", step=640,
+                          data=np.full((240, 320), 1200, np.uint16).tobytes())
+            depth.header.stamp.nanosec += 5_000_000 if i == 0 else 500_000_000
+            writer.write(depths, t + 2, serialize_message(depth))
+    model = TEST_MODEL_PARAMS
+    rc = main([str(in_bag), "--output", str(out_bag), "--prompt", PROMPT, "--no-progress",
+               "--model", model["model"], "--checkpoint", model["checkpoint"], "--text-encoder",
+               model["text_encoder"], "--device", "cpu", "--short-side", str(model["short_side"]),
+               "--max-size", str(model["max_size"]), "--box-threshold", "0.1",
+               "--depth-topic", "/camera/aligned_depth_to_color/image_raw"])
+    assert rc == 0
+    assert "3-D for 1 (no depth within 0.02 s: 1)" in capsys.readouterr().err
+    messages = read_bag(out_bag)
+    arrays = [deserialize_message(raw, KeypointInstanceArray) for topic, _, _, raw in messages
+              if topic == "/unipose/keypoints"]
+    assert [same_stamp(a.header, f.header) for a, f in zip(arrays, frames)] == [True, True]
+    first, second = arrays
+    assert first.position_frame_id == frames[0].header.frame_id and first.instances
+    inside = [k for inst in first.instances for k in inst.keypoints if 0 <= k.x < 320 and 0 <= k.y < 240]
+    assert inside and all(k.position_valid and k.position.z == pytest.approx(1.2) for k in inside)
+    assert all(inst.track_id >= 1 for inst in first.instances)
+    assert second.position_frame_id == "" and not any(k.position_valid for i in second.instances for k in i.keypoints)
+    markers = [deserialize_message(raw, MarkerArray) for topic, _, _, raw in messages
+               if topic == "/unipose/markers_3d"]
+    assert len(markers) == 1 and {m.ns for m in markers[0].markers[1:]} >= {"keypoints_3d", "skeleton_3d"}

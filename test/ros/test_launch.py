@@ -92,6 +92,18 @@ def test_launch_arguments_and_described_nodes(rviz2_installed):
     assert 'prompt: ""' in (ROOT / "config" / "detector.yaml").read_text()
 
 
+def test_launch_rgbd_arguments():
+    _, nodes = launch_runner.evaluate(LAUNCH_FILE, {
+        "image": "/camera/color/image_raw", "depth_image": "/camera/aligned_depth_to_color/image_raw",
+        "camera_info": "/camera/color/camera_info", "depth_tolerance": "0.03", "tracking": "false"})
+    detector = by_executable(nodes)["detector"]
+    assert detector.parameters[1] == {"use_compressed": False, "use_depth": True, "depth_tolerance": 0.03,
+                                      "tracking": False}
+    assert ("depth_image", "/camera/aligned_depth_to_color/image_raw") in detector.remappings
+    assert ("camera_info", "/camera/color/camera_info") in detector.remappings
+    assert ("image", "/camera/color/image_raw") in detector.remappings
+
+
 def test_launch_with_sample_source_runs_the_pipeline(probe, tmp_path):
     _, nodes = launch_runner.evaluate(LAUNCH_FILE, {"use_sample_source": "true", "sample_rate": "5.0",
                                                     "prompt": "fly", **TEST_MODEL})

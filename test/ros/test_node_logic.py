@@ -112,6 +112,9 @@ def test_keypoint_array_fields():
     assert (first.x_min, first.y_min, first.x_max, first.y_max) == (80.0, 30.0, 120.0, 90.0)
     assert [(k.name, k.index) for k in first.keypoints] == [("nose", 0), ("left eye", 1), ("right eye", 2)]
     assert (first.keypoints[1].x, first.keypoints[1].y) == (90.0, 40.0)
+    # untracked, no depth: no identity, no 3-D position (NaN and invalid, never 0)
+    assert first.track_id == -1 and msg.position_frame_id == ""
+    assert not any(k.position_valid for k in first.keypoints) and np.isnan(first.keypoints[0].position.z)
 
 
 def test_markers_image_plane_with_lifetime_and_cleanup():
