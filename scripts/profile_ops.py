@@ -112,14 +112,20 @@ def summarize_events(events) -> dict:
 
 # ----------------------------------------------------------------------------- measuring
 
-def matmul_peak(dtype, sizes=(1024, 2048), repeats: int = 3) -> float:
-    """The best GFLOP/s of square torch.mm products in `dtype` (the machine's practical limit)."""
+def matmul_peak(dtype, sizes=(1024, 2048), repeats: int = 3, max_s: float = 2.0) -> float:
+    """The best GFLOP/s of square torch.mm products in `dtype` (the machine's practical limit).
+    Sizes go in ascending order and stop once one product takes over `max_s` (emulated bf16 runs
+    at well under 1 GFLOP/s: a 2048 product would take a minute)."""
     import torch
     best = 0.0
     g = torch.Generator().manual_seed(0)
-    for n in sizes:
+    for n in sorted(sizes):
         a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+        t0 = time.perf_counter()
         torch.mm(a, b)  # warm-up: oneDNN / BLAS picks and packs its kernel
+        if time.perf_counter() - t0 > max_s:
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+            break
         for _ in range(repeats):
             t0 = time.perf_counter()
             torch.mm(a, b)
@@ -227,6 +233,8 @@ def markdown(report: dict, top: int = 6) -> str:
         total = r["profiled_total_s"]
         lines.append(f"| {r['size']} | {r['dtype']} | **{r['forward_s']:.2f} s** | "
                      f"{gflop:.4g} | {attained} | " + " | ".join(_cell(r['by_class_s'][c], total) for c in CLASSES) + " |")
+    if report.get("skipped"):
+        lines += ["", report["skipped"] + "."]
     lines += ["", "Class times are self CPU times of one profiled forward (the profiler adds overhead: their "
               "sum is the profiled forward, next to the unprofiled median in the forward column). "
               "\"other\" includes Python between ops. Largest ops by self time:", ""]
@@ -247,6 +255,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--core", default="gather", help="sampling core (gather: the CPU inference default; pytorch)")
     p.add_argument("--mm-sizes", default="1024,2048", help="square sizes of the torch.mm throughput runs")
+    p.add_argument("--emulated-bf16", action="store_true",
+                   help="profile bf16 even where this CPU has no native bf16 (emulated: ~100x slower matrix products)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP count (saves one slow forward per size)")
     p.add_argument("--markdown", help="also write the markdown report here")
     p.add_argument("--json", help="write all figures here")
@@ -283,10 +293,17 @@ def run(args) -> dict:
     report["matmul_gflops"] = {d: matmul_peak(dtypes[d], args.mm_size_list) for d in args.dtype_list}
     # no parameter needs grad: FlopCounterMode's module tracker hooks tensors that do, and fails on
     # inference-mode views of them
+    dtypes_run = list(args.dtype_list)
+    if "bf16" in dtypes_run and not report["machine"]["bf16_native"] and not args.emulated_bf16:
+        dtypes_run.remove("bf16")
+        report["skipped"] = ("bf16 forward not profiled: this CPU has no avx512_bf16 / amx_bf16, so bf16 matrix "
+                             f"products are emulated ({report['matmul_gflops']['bf16']:.2g} GFLOP/s above; the "
+                             "Predictor refuses bf16 here); --emulated-bf16 profiles it anyway")
+        print(report["skipped"], file=sys.stderr)
     model = fill_reference_weights(build_model(args.config)).eval().requires_grad_(False)
     with use_deform_attn_impl(_sampling_core_in_scope(args.core)):
         for h, w in args.size_list:
-            for i, d in enumerate(args.dtype_list):
+            for i, d in enumerate(dtypes_run):
                 print(f"[{h}x{w} {d}] ...", file=sys.stderr, flush=True)
                 r = profile_config(model, h, w, d, args.repeats, count_flops=not args.no_flops and i == 0)
                 if "flops" not in r:  # autocast does not change what is computed: same count per size

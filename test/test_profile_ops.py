@@ -94,9 +94,11 @@ def test_arguments(po, capsys):
 
 
 @pytest.mark.slow  # a few seconds alone; ~20 s on the loaded shared machine
-def test_real_profile_of_the_tiny_model_adds_up(po, tmp_path):
+def test_real_profile_of_the_tiny_model_adds_up(po, tmp_path, monkeypatch):
     md, js = tmp_path / "p.md", tmp_path / "p.json"
-    po.main(["--config", "unipose_tiny", "--sizes", "64x96", "--dtypes", "fp32", "--repeats", "1",
+    info = po.machine_info
+    monkeypatch.setattr(po, "machine_info", lambda threads: dict(info(threads), bf16_native=False))
+    po.main(["--config", "unipose_tiny", "--sizes", "64x96", "--dtypes", "fp32,bf16", "--repeats", "1",
              "--threads", "1", "--mm-sizes", "128", "--markdown", str(md), "--json", str(js)])
     import json
     report = json.loads(js.read_text())
@@ -106,6 +108,8 @@ def test_real_profile_of_the_tiny_model_adds_up(po, tmp_path):
     assert sum(c.values()) == pytest.approx(run["profiled_total_s"])
     assert c["matmul"] > 0 and c["sampling"] > 0 and c["softmax_norm"] > 0  # the classes see the model's ops
     assert "| 64x96 | fp32 |" in md.read_text()
+    # without native bf16 the bf16 forward is skipped, saying why, and its matrix throughput still shown
+    assert "bf16 forward not profiled" in report["skipped"] and report["matmul_gflops"]["bf16"] > 0
 
 
 def test_cpu_info_flags():
@@ -133,3 +137,21 @@ def test_reports_of_separate_runs_merge(po, tmp_path, capsys):
     assert "| 480x640 | fp32 |" in text and "| 800x1333 | fp32 |" in text
     assert "fp32 300 GFLOP/s, bf16 90 GFLOP/s" in text and "4.0 / 5.0 / 6.0 at the end" in text
     assert "| 480x640 | fp32 | **2.00 s** | 248 | 124 (41 %)" in text  # against the best limit seen
+
+
+def test_matmul_peak_stops_growing_once_a_product_is_slow(po, monkeypatch):
+    import torch
+    seen = []
+    mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b: seen.append(a.shape[0]) or mm(a, b))
+    assert po.matmul_peak(torch.float32, (128, 64), repeats=2, max_s=60) > 0
+    assert seen == [64] * 3 + [128] * 3  # ascending, warm-up + repeats each
+    seen.clear()
+    po.matmul_peak(torch.float32, (64, 4096), repeats=2, max_s=0.0)
+    assert seen == [64]  # the first product already took "too long": no 4096 product
+
+
+def test_markdown_says_why_bf16_was_not_profiled(po):
+    report = _report(po)
+    report["skipped"] = "bf16 forward not profiled: this CPU has no avx512_bf16 / amx_bf16"
+    assert "bf16 forward not profiled: this CPU has no avx512_bf16 / amx_bf16." in po.markdown(report)
