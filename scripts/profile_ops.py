@@ -90,12 +90,24 @@ def _inside(event, scope: str) -> bool:
     return False
 
 
+def _copy_caller(event) -> str:
+    """Who asked for a copy: "cast" when a dtype conversion (_to_copy) is on the way up, else the
+    first op above the chain of copy ops (reshape, cat's caller, ...), or "(top level)"."""
+    node = event
+    while node is not None and classify_op(node.name) == "copy_cast":
+        if op_base(node.name) in ("_to_copy", "to"):
+            return "cast"
+        node = node.cpu_parent
+    return "(top level)" if node is None or node.name == FORWARD_SCOPE else op_base(node.name)
+
+
 def summarize_events(events) -> dict:
     """Self CPU time (seconds) per class and per op name from profiler FunctionEvents (anything
     with name, self_cpu_time_total in µs and cpu_parent). The forward scope's own self time is
     Python between ops: counted as "other" and reported as `python_s`."""
     by_class = dict.fromkeys(CLASSES, 0.0)
     by_op = defaultdict(float)
+    copy_callers = defaultdict(float)  # what asked for the copy_ (contiguous, reshape, _to_copy: a cast, ...)
     python_s = 0.0
     for ev in events:
         seconds = ev.self_cpu_time_total / 1e6
@@ -106,7 +118,9 @@ def summarize_events(events) -> dict:
         cls = classify_op(ev.name, _inside(ev, SAMPLING_SCOPE))
         by_class[cls] += seconds
         by_op[("sampling: " if cls == "sampling" and ev.name != SAMPLING_SCOPE else "") + ev.name] += seconds
-    return {"by_class_s": by_class, "by_op_s": dict(by_op), "python_s": python_s,
+        if cls == "copy_cast":
+            copy_callers[_copy_caller(ev)] += seconds
+    return {"by_class_s": by_class, "by_op_s": dict(by_op), "copy_callers_s": dict(copy_callers), "python_s": python_s,
             "profiled_total_s": sum(by_class.values())}
 
 
@@ -242,7 +256,10 @@ def markdown(report: dict, top: int = 6) -> str:
         total = r["profiled_total_s"]
         ops = sorted(r["by_op_s"].items(), key=lambda kv: -kv[1])[:top]
         lines.append(f"- {r['size']} {r['dtype']} (profiled {total:.2f} s, Python between ops {r['python_s']:.2f} s): "
-                     + ", ".join(f"`{n.replace('aten::', '')}` {100 * s / total:.0f} %" for n, s in ops))
+                     + ", ".join(f"`{n.replace('aten::', '')}` {100 * s / total:.0f} %" for n, s in ops)
+                     + ("; copies and casts by the op that asked for them: " + ", ".join(
+                         f"`{n}` {100 * s / total:.0f} %" for n, s in sorted(
+                             r["copy_callers_s"].items(), key=lambda kv: -kv[1])[:4]) if r.get("copy_callers_s") else ""))
     return "\n".join(lines) + "\n"
 
 

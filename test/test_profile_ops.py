@@ -47,7 +47,10 @@ def test_summary_puts_ops_inside_the_sampling_core_in_sampling(po):
     core = _event(po.SAMPLING_SCOPE, 20_000, forward)
     events = [forward, linear, _event("aten::addmm", 400_000, linear), core,
               _event("aten::gather", 300_000, core), _event("aten::mul", 100_000, _event("aten::sum", 0, core)),
-              _event("aten::_to_copy", 30_000, forward), _event("aten::copy_", 70_000, forward)]
+              _event("aten::_to_copy", 30_000, forward), _event("aten::copy_", 40_000, forward)]
+    contiguous = _event("aten::contiguous", 0, _event("aten::reshape", 0, forward))
+    events += [_event("aten::copy_", 20_000, _event("aten::clone", 0, contiguous)),
+               _event("aten::copy_", 10_000, _event("aten::_to_copy", 0, forward))]
     s = po.summarize_events(events)
     c = s["by_class_s"]
     assert c["matmul"] == pytest.approx(0.401)
@@ -57,12 +60,14 @@ def test_summary_puts_ops_inside_the_sampling_core_in_sampling(po):
     assert s["profiled_total_s"] == pytest.approx(0.971)
     assert s["by_op_s"]["sampling: aten::gather"] == pytest.approx(0.3)
     assert "aten::gather" not in s["by_op_s"]
+    assert s["copy_callers_s"] == pytest.approx({"(top level)": 0.04, "reshape": 0.02, "cast": 0.04})
 
 
 def _report(po):
     shares = dict(zip(po.CLASSES, (0.8, 0.2, 0.1, 0.4, 0.3, 0.2)))
     run = {"size": "480x640", "dtype": "fp32", "forward_s": 2.0, "flops": 248e9, "by_class_s": shares,
-           "profiled_total_s": 2.0, "python_s": 0.05, "by_op_s": {"aten::addmm": 0.6, "aten::copy_": 0.25}}
+           "profiled_total_s": 2.0, "python_s": 0.05, "by_op_s": {"aten::addmm": 0.6, "aten::copy_": 0.25},
+           "copy_callers_s": {"cast": 0.02, "reshape": 0.2}}
     return {"machine": {"cpu_described": "Test CPU; avx512f yes, avx512_bf16 no, amx_bf16 no", "cpu_capability": "AVX512",
                         "torch": "2.x", "threads": 2, "logical_cpus": 4, "bf16_native": False,
                         "load_average": [1.0, 2.0, 3.0]},
@@ -79,7 +84,7 @@ def test_markdown_report(po):
     assert cells[:5] == ["480x640", "fp32", "**2.00 s**", "248", "124 (50 %)"]
     assert cells[5:] == ["0.80 s (40 %)", "0.20 s (10 %)", "0.10 s (5 %)", "0.40 s (20 %)", "0.30 s (15 %)",
                          "0.20 s (10 %)"]
-    assert "`addmm` 30 %, `copy_` 12 %" in text
+    assert "`addmm` 30 %, `copy_` 12 %; copies and casts by the op that asked for them: `reshape` 10 %, `cast` 1 %" in text
     assert len(row.split("|")) == len(text.splitlines()[4].split("|"))  # header and rows align
 
 
