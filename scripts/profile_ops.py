@@ -219,6 +219,11 @@ def machine_info(threads: int) -> dict:
 
 # ----------------------------------------------------------------------------- reporting
 
+def _num(x: float) -> str:
+    """3 significant digits without an exponent: 0.46, 8.37, 54.2, 248, 2048."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def _cell(seconds: float, total: float) -> str:
     return f"{seconds:.2f} s ({100 * seconds / total:.0f} %)" if total > 0 else "-"
 
@@ -233,7 +238,7 @@ def markdown(report: dict, top: int = 6) -> str:
                 if report.get("load_average_end") else "") + ".",
              "",
              "Machine's large-matrix-product throughput (best square `torch.mm`): "
-             + ", ".join(f"{d} {g:.0f} GFLOP/s" for d, g in peak.items())
+             + ", ".join(f"{d} {_num(g)} GFLOP/s" for d, g in peak.items())
              + ("" if m["bf16_native"] else " (bf16 emulated: no avx512_bf16 / amx_bf16)") + ".",
              "",
              "| input | dtype | forward | GFLOP | GFLOP/s (% of mm limit) | "
@@ -243,10 +248,10 @@ def markdown(report: dict, top: int = 6) -> str:
         gflop = r.get("flops", 0) / 1e9
         rate = gflop / r["forward_s"] if gflop else 0.0
         limit = peak.get(r["dtype"])
-        attained = f"{rate:.4g} ({100 * rate / limit:.0f} %)" if gflop and limit else "-"
+        attained = f"{_num(rate)} ({100 * rate / limit:.0f} %)" if gflop and limit else "-"
         total = r["profiled_total_s"]
         lines.append(f"| {r['size']} | {r['dtype']} | **{r['forward_s']:.2f} s** | "
-                     f"{gflop:.4g} | {attained} | " + " | ".join(_cell(r['by_class_s'][c], total) for c in CLASSES) + " |")
+                     f"{_num(gflop)} | {attained} | " + " | ".join(_cell(r['by_class_s'][c], total) for c in CLASSES) + " |")
     if report.get("skipped"):
         lines += ["", report["skipped"] + "."]
     lines += ["", "Class times are self CPU times of one profiled forward (the profiler adds overhead: their "
@@ -314,7 +319,7 @@ def run(args) -> dict:
     if "bf16" in dtypes_run and not report["machine"]["bf16_native"] and not args.emulated_bf16:
         dtypes_run.remove("bf16")
         report["skipped"] = ("bf16 forward not profiled: this CPU has no avx512_bf16 / amx_bf16, so bf16 matrix "
-                             f"products are emulated ({report['matmul_gflops']['bf16']:.2g} GFLOP/s above; the "
+                             f"products are emulated ({_num(report['matmul_gflops']['bf16'])} GFLOP/s above; the "
                              "Predictor refuses bf16 here); --emulated-bf16 profiles it anyway")
         print(report["skipped"], file=sys.stderr)
     model = fill_reference_weights(build_model(args.config)).eval().requires_grad_(False)

@@ -132,7 +132,7 @@ def test_cpu_info_flags():
 def test_reports_of_separate_runs_merge(po, tmp_path, capsys):
     import json
     a, b = _report(po), _report(po)
-    b["runs"][0]["size"], b["matmul_gflops"] = "800x1333", {"fp32": 300.0, "bf16": 90.0}
+    b["runs"][0]["size"], b["matmul_gflops"] = "800x1333", {"fp32": 300.0, "bf16": 0.456}
     b["load_average_end"] = [4.0, 5.0, 6.0]
     paths = [tmp_path / "a.json", tmp_path / "b.json"]
     for p, r in zip(paths, (a, b)):
@@ -140,7 +140,7 @@ def test_reports_of_separate_runs_merge(po, tmp_path, capsys):
     po.main(["--from-json", ",".join(map(str, paths)), "--markdown", str(tmp_path / "m.md")])
     text = (tmp_path / "m.md").read_text()
     assert "| 480x640 | fp32 |" in text and "| 800x1333 | fp32 |" in text
-    assert "fp32 300 GFLOP/s, bf16 90 GFLOP/s" in text and "4.0 / 5.0 / 6.0 at the end" in text
+    assert "fp32 300 GFLOP/s, bf16 0.456 GFLOP/s" in text and "4.0 / 5.0 / 6.0 at the end" in text
     assert "| 480x640 | fp32 | **2.00 s** | 248 | 124 (41 %)" in text  # against the best limit seen
 
 
