@@ -3,8 +3,9 @@
 Used to name the machine beside speed figures (scripts/profile_ops.py, docs/BENCHMARKS.md) and to
 say whether bfloat16 is native here: AMX (amx_bf16, the tile matrix units) or AVX512-BF16 (dot
 products in the vector units) run bf16 matrix products faster than float32; without either,
-oneDNN emulates bf16 and it is slower than float32. The flags are what the kernel reports; oneDNN's
-own check (predictor.cpu_supports_bf16) is what the Predictor uses to allow bf16 at all.
+bf16 is emulated and slower than float32 (on an AVX2-only EPYC: 0.46 GFLOP/s against 54 in float32,
+docs/BENCHMARKS.md). The flags are what the kernel reports; the Predictor allows bf16 by oneDNN's own
+check (predictor.cpu_supports_bf16), which can be broader than these flags.
 """
 from __future__ import annotations
 
