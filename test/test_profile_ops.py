@@ -98,7 +98,7 @@ def test_arguments(po, capsys):
     assert "--dtypes 'fp16'" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # a few seconds alone; ~20 s on the loaded shared machine
+@pytest.mark.slow  # 1.5 s alone; 20-30 s on the loaded shared machine
 def test_real_profile_of_the_tiny_model_adds_up(po, tmp_path, monkeypatch):
     md, js = tmp_path / "p.md", tmp_path / "p.json"
     info = po.machine_info
