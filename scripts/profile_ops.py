@@ -104,7 +104,8 @@ def _copy_caller(event) -> str:
 def summarize_events(events) -> dict:
     """Self CPU time (seconds) per class and per op name from profiler FunctionEvents (anything
     with name, self_cpu_time_total in µs and cpu_parent). The forward scope's own self time is
-    Python between ops: counted as "other" and reported as `python_s`."""
+    Python between ops: counted as "other" and reported as `python_s`. A copy made by a matrix
+    product itself (addmm's bias broadcast) counts as matrix product."""
     by_class = dict.fromkeys(CLASSES, 0.0)
     by_op = defaultdict(float)
     copy_callers = defaultdict(float)  # what asked for the copy_ (contiguous, reshape, _to_copy: a cast, ...)
@@ -116,6 +117,10 @@ def summarize_events(events) -> dict:
             by_class["other"] += seconds
             continue
         cls = classify_op(ev.name, _inside(ev, SAMPLING_SCOPE))
+        if cls == "copy_cast" and ev.cpu_parent is not None and classify_op(ev.cpu_parent.name) == "matmul":
+            # addmm's copy of the bias into its fresh output: the output's first touch, which a
+            # bias-free mm pays inside the GEMM (same time with or without bias): matrix-product time
+            cls = "matmul"
         by_class[cls] += seconds
         by_op[("sampling: " if cls == "sampling" and ev.name != SAMPLING_SCOPE else "") + ev.name] += seconds
         if cls == "copy_cast":
