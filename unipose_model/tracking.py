@@ -364,8 +364,10 @@ def keep_low_scores(predictor, low_threshold: float):
     threshold) for the tracker's second pass; yields its own threshold (the tracker's
     ``high_threshold``, so what the user asked for still decides which objects start tracks)."""
     own = float(predictor.box_threshold)
-    predictor.box_threshold = min(own, float(low_threshold))
+    low = min(own, float(low_threshold))
+    predictor.box_threshold = low
     try:
         yield own
     finally:
-        predictor.box_threshold = own
+        if predictor.box_threshold == low:  # unless someone (a ROS parameter) set it meanwhile
+            predictor.box_threshold = own

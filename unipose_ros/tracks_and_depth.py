@@ -11,12 +11,11 @@ Kept out of detector_node.py so the node only wires it up:
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 
 import numpy as np
 
 from unipose_model.depth import DepthError
-from unipose_model.tracking import Tracker
+from unipose_model.tracking import Tracker, keep_low_scores
 from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions
 from unipose_ros.depth_pairing import StampPairer
 
@@ -41,18 +40,11 @@ class TracksAndDepth:
         self._tf_listener = None
 
     # ------------------------------------------------------------------ tracking
-    @contextmanager
-    def detections(self, predictor, tracking: bool, low_threshold: float):
+    @staticmethod
+    def detections(predictor, tracking: bool, low_threshold: float):
         """Around one inference: lets the predictor return the low-score detections the tracker's
         second pass needs; yields the user's threshold (below it, only track continuations)."""
-        own = float(predictor.box_threshold)
-        low = min(own, float(low_threshold)) if tracking else own
-        predictor.box_threshold = low
-        try:
-            yield own
-        finally:
-            if predictor.box_threshold == low:  # unless a parameter changed it meanwhile
-                predictor.box_threshold = own
+        return keep_low_scores(predictor, low_threshold if tracking else predictor.box_threshold)
 
     def track(self, instances, prompt, tracking: bool, high_threshold: float, low_threshold: float):
         """The instances to publish: tracked (with track_id) or, with tracking off, as they are."""
