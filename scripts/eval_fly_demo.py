@@ -8,10 +8,10 @@
         # support; the text prompt is not used
 
 Runs the Predictor exactly as users do (prompt "fly", the checkpoint's own input size and prompt
-features) and scores it with training.evaluation:
+features) and scores it with unipose_train.evaluation:
   * found: a ground-truth fly is found when a detection overlaps its box with IoU >= 0.5
     (one detection per fly, best score first); "both found" = frames where both flies are;
-  * PCK@0.2: keypoint within 0.2 x max(box w, h) of the truth (training/evaluation/pck.py), also
+  * PCK@0.2: keypoint within 0.2 x max(box w, h) of the truth (unipose_train/evaluation/pck.py), also
     per keypoint (which parts the model misses);
   * box AP (COCO) and the count of detections that match no fly (false positives).
 """
@@ -52,9 +52,9 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
              refine="auto", compile: bool = False, refine_size="auto", heatmap_refiner="auto") -> dict:
     import cv2
 
-    from training.dataset import SourceConfig, load_source
-    from training.evaluation.report import evaluate_dataset
-    from training.evaluation.support_ranking import found_and_extra
+    from unipose_train.dataset import SourceConfig, load_source
+    from unipose_train.evaluation.report import evaluate_dataset
+    from unipose_train.evaluation.support_ranking import found_and_extra
     from unipose_model.predictor import Predictor
 
     gt = load_source(SourceConfig(ann=str(LABELS), images=str(LABELS.parent), name="fly_clip"))

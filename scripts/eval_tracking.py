@@ -147,9 +147,9 @@ def run_iou_baseline(cached: dict, frames: list[int], iou_threshold: float = 0.3
 
 
 def keypoint_pck(results: list[dict], frames: list[int], thr: float = 0.2) -> float:
-    """PCK@thr of the tracked keypoints (training.evaluation.pck, as the model card)."""
-    from training.dataset import SourceConfig, load_source
-    from training.evaluation.pck import pck
+    """PCK@thr of the tracked keypoints (unipose_train.evaluation.pck, as the model card)."""
+    from unipose_train.dataset import SourceConfig, load_source
+    from unipose_train.evaluation.pck import pck
 
     gt = load_source(SourceConfig(ann=str(LABELS), images=str(LABELS.parent), name="fly_clip"))
     wanted = set(frames)

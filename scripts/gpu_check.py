@@ -329,8 +329,8 @@ def section_train(result: SectionResult, budget: Budget, args) -> None:
     device = require_cuda(args)
     import torch
 
-    from training.losses import SetCriterion
-    from training.matcher import HungarianMatcher
+    from unipose_train.losses import SetCriterion
+    from unipose_train.matcher import HungarianMatcher
     from unipose_model import build_model
 
     torch.manual_seed(0)

@@ -9,7 +9,7 @@ keypoint count). What the official file does not carry (category names, flip pai
 sources, and the dataset skeletons of the sets it leaves unlinked) stays as this file has it; the
 index layouts are the datasets' own, so they carry over by index. Names a set had before become
 its keypoint aliases, so prompts written with them keep working. The UniKPT vocabulary
-(training/data/unikpt_vocabulary.json) gets the same sets, so a dataset an official set comes
+(unipose_train/data/unikpt_vocabulary.json) gets the same sets, so a dataset an official set comes
 from is converted with the official names. Re-running is harmless.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "unipose_model" / "data" / "keypoint_sets.json"
-UNIKPT = REPO / "training" / "data" / "unikpt_vocabulary.json"
+UNIKPT = REPO / "unipose_train" / "data" / "unikpt_vocabulary.json"
 OFFICIAL = REPO.parent / "shared" / "reference" / "official_keypoint_text.json"
 
 # Earlier ids of this file -> the official set names.

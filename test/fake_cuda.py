@@ -40,7 +40,7 @@ from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
 from torch.utils._python_dispatch import _disable_current_modes
 
 CUDA = torch.device("cuda", 0)
-_OWN_CODE = (os.sep + "unipose_model" + os.sep, os.sep + "training" + os.sep)
+_OWN_CODE = (os.sep + "unipose_model" + os.sep, os.sep + "unipose_train" + os.sep)
 
 
 class _StandInMode(FakeTensorMode):
@@ -108,7 +108,7 @@ def _caller() -> str:
         if any(part in frame.filename for part in _OWN_CODE):
             root = frame.filename.split(os.sep)
             for i in range(len(root) - 1, -1, -1):
-                if root[i] in ("unipose_model", "training"):
+                if root[i] in ("unipose_model", "unipose_train"):
                     return f"{'/'.join(root[i:])}:{frame.lineno} ({frame.line.strip()[:60]})"
     return "outside the project"
 

@@ -71,7 +71,7 @@ def test_bundled_support_is_the_labelled_training_fly():
 @pytest.mark.parametrize("prompt", ["text", "visual"])
 def test_finds_both_flies_on_held_out_frames(predictor, index, prompt):
     """A regression check at the level of the model card (held-out frames, text prompt and a
-    the bundled 1-shot visual prompt from training frame 1000): both flies boxed (IoU >= 0.5), most of the
+    the bundled 1-shot visual prompt from unipose_train frame 1000): both flies boxed (IoU >= 0.5), most of the
     keypoints within 0.2 of the box size, and no third detection (the file's box threshold)."""
     gts = [a for a in json.loads(LABELS.read_text())["annotations"] if a["image_id"] == index]
     if prompt == "text":

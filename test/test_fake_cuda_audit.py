@@ -341,10 +341,10 @@ def test_training_step_on_fake_cuda(tmp_path, monkeypatch, amp):
     import importlib.util
 
     from shared_paths import REPO
-    from training import matcher as matcher_module
-    from training.trainer import Trainer, load_config
+    from unipose_train import matcher as matcher_module
+    from unipose_train.trainer import Trainer, load_config
 
-    spec = importlib.util.spec_from_file_location("trainer_tests", REPO / "test" / "training" / "test_trainer.py")
+    spec = importlib.util.spec_from_file_location("trainer_tests", REPO / "test" / "train" / "test_trainer.py")
     helpers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(helpers)
     ann = helpers.make_fly_subset(tmp_path / "fly", frames=(0, 1100), size=96)
@@ -397,8 +397,8 @@ def test_denoising_losses_read_nothing_back_from_the_device():
     """The audit listed denoising.py reading each positive query's target index back to the host
     (`targets[b][...]` with device scalars): two GPU syncs per positive query per decoder layer.
     The targets are now gathered in one indexing op; only `nonzero` sizes its output."""
-    from training.denoising import DenoisingQueries, denoising_losses
-    from training.losses import LossWeights
+    from unipose_train.denoising import DenoisingQueries, denoising_losses
+    from unipose_train.losses import LossWeights
 
     fc = FakeCuda()
     with fc:

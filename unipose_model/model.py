@@ -266,7 +266,7 @@ class UniPose(nn.Module):
         `aux_outputs` (one dict per earlier decoder layer) and the two-stage `enc_outputs`.
         denoising (training): {"labels" (B, D) prompt-class index, "boxes" (B, D, 4) noised
         normalised cxcywh, "group_size" int} adds `dn_outputs`, one {pred_logits, pred_boxes}
-        per decoder layer for those queries (see training/denoising.py).
+        per decoder layer for those queries (see unipose_train/denoising.py).
         """
         B = state.memory.shape[0]
         kpt_text = self._batch_text(keypoint_text, B).to(state.memory.dtype)

@@ -6,7 +6,7 @@ that key (so any official-format loader still reads it) and adds:
     "model_config":  {"name": "unipose_tiny", "overrides": {...}}   -> build the right model
     "text_features": {"encoder": ..., "texts": [...], "features": (M, 512)}
                      the prompt features the model was trained with, keyed by prompt text
-                     (the layout of training/text_features.py's cache), so prompts need no
+                     (the layout of unipose_train/text_features.py's cache), so prompts need no
                      text encoder and no CLIP weights
     "vocabulary":    keypoint-set entries (the keypoint_sets.json layout) of the categories the
                      model knows: "fly" means *its* 13 keypoints, not the default 32

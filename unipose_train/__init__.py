@@ -1,0 +1,1 @@
+"""Training package for UniPose: UniKPT data (unikpt/), evaluation (evaluation/), losses and trainer."""
