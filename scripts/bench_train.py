@@ -31,7 +31,8 @@ DEFAULT_SIZES = {"tiny": 320, "swint": 512}
 def run_one(model: str, size: int, batch: int, steps: int, warmup: int, device: str, amp: str, workers: int,
             threads: int = 0) -> dict:
     import torch
-    from unipose_train.trainer import Trainer, load_config
+    from unipose_train.config import load_config
+    from unipose_train.trainer import Trainer
     cfg = load_config(None, data={
         "model": {"name": MODELS[model]},
         "data": {"train": [{"ann": str(FLY / "clip_keypoints_coco.json"), "images": str(FLY), "max_images": 64}],

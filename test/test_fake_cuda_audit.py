@@ -342,7 +342,8 @@ def test_training_step_on_fake_cuda(tmp_path, monkeypatch, amp):
 
     from shared_paths import REPO
     from unipose_train import matcher as matcher_module
-    from unipose_train.trainer import Trainer, load_config
+    from unipose_train.config import load_config
+    from unipose_train.trainer import Trainer
 
     spec = importlib.util.spec_from_file_location("trainer_tests", REPO / "test" / "train" / "test_trainer.py")
     helpers = importlib.util.module_from_spec(spec)

@@ -262,6 +262,31 @@ class _FrameReader:
 _frames = _FrameReader()
 
 
+def expand_index_sources(sources: Sequence[SourceConfig]) -> List[SourceConfig]:
+    """A source whose `ann` is a UniKPT index (`unipose-data merge`) becomes one source per file,
+    restricted to the index's selected images. The index weight is per image (an image of
+    dataset d is drawn with probability proportional to weight_d), so the per-source weight
+    here is weight_d * selected images, times the source's own weight."""
+    out: List[SourceConfig] = []
+    for src in sources:
+        head = ""
+        if Path(src.ann).is_file() and Path(src.ann).suffix == ".json":  # not DLC folders / .slp
+            with open(src.ann, "r", encoding="utf-8") as f:
+                head = f.read(256)
+        if '"unikpt index"' not in head:
+            out.append(src)
+            continue
+        from .unikpt.merge import load_index
+        index = load_index(src.ann)
+        for entry in index["files"]:
+            ids = entry.get("image_ids")
+            n = len(ids) if ids is not None else entry.get("images", 1)
+            w = index["datasets"][entry["dataset"]]["weight"] * n * src.weight
+            out.append(SourceConfig(ann=entry["path"], name=entry["dataset"], weight=w, image_ids=ids,
+                                    max_images=src.max_images))
+    return out
+
+
 def read_rgb(path: Path) -> np.ndarray:
     ref = split_frame_reference(path)
     if ref is not None:

@@ -5,7 +5,7 @@ object's box, rotated so that its `align` keypoints point up, scored per pixel f
 It trains on the same label sources as `unipose-train` (COCO/UniKPT json, DeepLabCut projects,
 SLEAP files, video frames), one object per sample:
 
-    unipose-train-refiner unipose_train/configs/fly_demo_heatmap.yaml
+    unipose-train-refiner fly_demo_heatmap
     python -m unipose_train.model_export STAGE7.pth out.pth --heatmap-refiner outputs/fly_heatmap/refiner.pth
 
 Each sample's crop is jittered as a detector's would be (box centre, size and facing angle, from
@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from . import config_loader
+from .dataset import SourceConfig
 
 log = logging.getLogger("unipose.refiner")
 
@@ -72,8 +75,8 @@ class RefinerRunConfig:
 
 @dataclass
 class RefinerDataConfig:
-    train: list = field(default_factory=list)   # SourceConfig entries (unipose_train/dataset.py)
-    val: list = field(default_factory=list)
+    train: List[SourceConfig] = field(default_factory=list)
+    val: List[SourceConfig] = field(default_factory=list)
 
 
 @dataclass
@@ -90,46 +93,11 @@ class RefinerTrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"data": RefinerDataConfig, "model": RefinerModelConfig, "augment": RefinerAugmentConfig,
-             "optim": RefinerOptimConfig, "run": RefinerRunConfig}
-
-
-def load_refiner_config(path: Optional[str], overrides: Sequence[str] = ()) -> RefinerTrainConfig:
-    """YAML file (relative source paths resolved against its folder) + `a.b=value` overrides."""
-    import yaml
-
-    from .dataset import SourceConfig
-    from .trainer import _resolve, apply_overrides
-
-    raw: Dict = {}
-    if path is not None:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    raw = apply_overrides(raw, overrides)
-    unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(RefinerTrainConfig)})
-    if unknown:
-        raise ValueError(f"unknown config key(s): {unknown}")
-    kwargs = {}
-    for key, value in raw.items():
-        cls = _SECTIONS.get(key)
-        if cls is None:
-            kwargs[key] = value
-            continue
-        section = dict(value or {})
-        bad = sorted(set(section) - {f.name for f in dataclasses.fields(cls)})
-        if bad:
-            raise ValueError(f"unknown config key(s) in {key}: {bad}")
-        if cls is RefinerDataConfig:
-            section = {k: [SourceConfig(**s) for s in (v or [])] for k, v in section.items()}
-        else:
-            for f in dataclasses.fields(cls):  # '2e-3' is a YAML string
-                if f.name in section and isinstance(f.default, float) and not isinstance(section[f.name], bool):
-                    section[f.name] = float(section[f.name])
-        kwargs[key] = cls(**section)
-    cfg = RefinerTrainConfig(**kwargs)
-    base = Path(path).resolve().parent if path is not None else Path.cwd()
-    for src in cfg.data.train + cfg.data.val:
-        src.ann = _resolve(base, src.ann)
-        src.images = None if src.images is None else _resolve(base, src.images)
+def load_refiner_config(path: Optional[str], overrides: Sequence[str] = (),
+                        data_root: Optional[str] = None) -> RefinerTrainConfig:
+    """YAML file (a path or a shipped config's name) + `a.b=value` overrides, by the trainers' one
+    loader (unipose_train/config_loader.py: `_base_` inheritance, source paths, data root)."""
+    cfg = config_loader.load(RefinerTrainConfig, path, overrides, root=data_root)
     if not cfg.data.train:
         raise ValueError("data.train names no label source")
     return cfg
@@ -387,17 +355,21 @@ def train(cfg: RefinerTrainConfig) -> Dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="unipose-train-refiner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="YAML config (e.g. unipose_train/configs/fly_demo_heatmap.yaml)")
+    parser.add_argument("config", help="YAML config: a file or a shipped config's name (e.g. fly_demo_heatmap)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.steps=500 run.out_dir=out")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--data-root", help="folder that $UNIPOSE_DATA_ROOT in config paths stands for "
+                                            "(default: the UNIPOSE_DATA_ROOT variable, else ../shared beside a checkout)")
     args = parser.parse_intermixed_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # training never downloads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = load_refiner_config(args.config, args.overrides)
+        cfg = load_refiner_config(args.config, args.overrides, data_root=args.data_root)
         if args.print_config:
             print(json.dumps(cfg.to_dict(), indent=2, default=str))
             return 0
+        config_loader.check_source_paths(cfg.data.train, args.data_root, "data.train")
+        config_loader.check_source_paths(cfg.data.val, args.data_root, "data.val")
         result = train(cfg)
     except (ValueError, OSError, TypeError) as e:
         print(f"unipose-train-refiner: {e}", file=sys.stderr)

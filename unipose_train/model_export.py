@@ -136,22 +136,19 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
 
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
-    from .dataset import load_source
+    from .config import config_from_dict, load_config
+    from .dataset import expand_index_sources, load_source
+    from .prompts import negative_pool
     from .text_features import build_table
-    from .trainer import expand_index_sources, load_config, _build, TrainConfig
 
     if config:
         cfg = load_config(config)
     elif "config" in ckpt:
-        cfg = _build(TrainConfig, json.loads(ckpt["config"]), "")
+        cfg = config_from_dict(json.loads(ckpt["config"]))
     else:
         raise ValueError("the checkpoint carries no config: pass --config CONFIG.yaml (the run's)")
     sources = [load_source(s) for s in expand_index_sources(cfg.data.train)]
-    if cfg.data.negative_pool == "vocabulary":
-        from .unikpt.vocabulary import UniKPTVocabulary
-        pool = UniKPTVocabulary.load().category_names()
-    else:
-        pool = [c.name for ds in sources for c in ds.categories]
+    pool = negative_pool(cfg.data.negative_pool, sources)
     cache = cfg.text.cache or str(run_dir / "text_features.pt")
     table = build_table(cfg.text.encoder, [], "cpu", cache if Path(cache).is_file() else None,
                         cfg.text.clip_weights, write_cache=False)

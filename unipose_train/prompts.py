@@ -115,3 +115,13 @@ class PromptBuilder:
                             for s in cat_styles:
                                 out[keypoint_text(kk, s, obj, p)] = None
         return list(out)
+
+
+def negative_pool(mode: str, sources) -> List[str]:
+    """Class names negatives are drawn from (config data.negative_pool): "vocabulary": every
+    UniKPT category; "data": the categories of the training sources."""
+    if mode == "vocabulary":
+        from .unikpt.vocabulary import UniKPTVocabulary
+        return UniKPTVocabulary.load().category_names()
+    return [c.name for ds in sources for c in ds.categories]
+

@@ -1,11 +1,13 @@
 """`unipose-train CONFIG [key=value ...] [--resume PATH]`.
 
-One process:        unipose-train unipose_train/configs/fly_tiny.yaml run.out_dir=outputs/fly
+One process:        unipose-train fly_tiny run.out_dir=outputs/fly   (a shipped config by name, or a file)
 Several GPUs:       torchrun --nproc_per_node 4 -m unipose_train.train_cli CONFIG ...
 Resume after a stop: the same command plus --resume OUT_DIR (its newest checkpoint) or a file.
-Your own labels:    unipose-train unipose_train/configs/own_labels.yaml --data PROJECT_OR_FILE --category mouse
+Your own labels:    unipose-train own_labels --data PROJECT_OR_FILE --category mouse
                     (a DeepLabCut project folder or config.yaml, a SLEAP .slp, a COCO/UniKPT json;
                     --holdout 0.2 keeps a fixed 20 % of the images for validation)
+Data root:          the shipped fly configs read $UNIPOSE_DATA_ROOT/data/...: --data-root DIR (or the
+                    UNIPOSE_DATA_ROOT variable; default: ../shared beside a checkout)
 """
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="unipose-train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="YAML training config (see unipose_train/configs/)")
+    parser.add_argument("config", help="YAML training config: a file, or the name of a shipped one "
+                                       "(unipose_train/configs/: own_labels, fly_tiny, fly_demo, ...)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. optim.lr=2e-4 run.out_dir=out")
     parser.add_argument("--resume", help="checkpoint file, or a run folder (its newest checkpoint)")
+    parser.add_argument("--data-root", help="folder that $UNIPOSE_DATA_ROOT in config paths stands for "
+                                            "(default: the UNIPOSE_DATA_ROOT variable, else ../shared beside a checkout)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--data", help="labels to train on (replaces data.train/val): DeepLabCut project, "
                                        ".slp, COCO or UniKPT json")
@@ -33,15 +38,19 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # training never downloads; CLIP comes from the cache
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    from .trainer import Trainer, load_config
+    from .config import load_config
+    from .config_loader import check_source_paths
+    from .trainer import Trainer
     try:
-        cfg = load_config(args.config, args.overrides, data=_data_section(args))
+        cfg = load_config(args.config, args.overrides, data=_data_section(args), data_root=args.data_root)
+        if args.print_config:
+            print(json.dumps(cfg.to_dict(), indent=2))
+            return 0
+        check_source_paths(cfg.data.train, args.data_root, "data.train")
+        check_source_paths(cfg.data.val, args.data_root, "data.val")
     except (ValueError, OSError) as e:
         print(f"unipose-train: {e}", file=sys.stderr)
         return 2
-    if args.print_config:
-        print(json.dumps(cfg.to_dict(), indent=2))
-        return 0
     try:  # reads every label file: a broken one is named here, before any training starts
         trainer = Trainer(cfg, resume=args.resume)
     except (ValueError, OSError) as e:

@@ -5,19 +5,21 @@ checkpoint holds model, optimizer, scheduler, grad scaler, step, epoch, position
 and every RNG state. A run killed at any moment (even SIGKILL; checkpoints are written to a
 temp file and renamed) and resumed from its last checkpoint reaches the same parameters as an
 uninterrupted run.
+
+The parts: config.py (the schema and loader), optimisation.py (optimiser and schedule),
+checkpointing.py (RNG state, checkpoint files), validation.py (validation metrics), run_log.py
+(log.jsonl + TensorBoard), plotting.py (curves). This file sets a run up and runs the loop.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -27,513 +29,25 @@ from torch.utils.data import DataLoader
 from unipose_model import build_model
 from unipose_model.checkpoint import load_official_checkpoint
 
-from .augment import AugmentConfig, Augmenter
-from .denoising import DenoisingConfig, DenoisingQueries, build_denoising_queries, denoising_losses
-from .dataset import (BalancedSampler, KeypointDataset, SourceConfig, VisualPromptSampling, collate,
-                      load_source)
+from .augment import Augmenter
+from .checkpointing import (atomic_save, latest_checkpoint, read_resume_checkpoint, remove_unfinished_saves,
+                            rng_state, save_training_checkpoint, set_rng_state)
+from .config import TrainConfig
+from .dataset import BalancedSampler, KeypointDataset, collate, expand_index_sources, load_source
+from .denoising import DenoisingQueries, build_denoising_queries, denoising_losses
 from .label_checks import check_training_labels
-from .losses import LossWeights, SetCriterion, global_num_boxes
-from .matcher import HungarianMatcher, MatcherWeights
-from .prompts import PromptBuilder, PromptConfig
-from .text_features import TextFeatureTable, build_table
+from .losses import SetCriterion, global_num_boxes
+from .matcher import HungarianMatcher
+from .model_export import model_file_entries
+from .optimisation import build_optimizer, freeze
+from .prompts import PromptBuilder, negative_pool
+from .run_log import RunLog, trim_log
+from .text_features import build_table
+from .validation import validation_metrics
 
 log = logging.getLogger("unipose.train")
 
 
-# ====================================================================== configuration
-@dataclass
-class ModelConfig:
-    name: str = "unipose_tiny"
-    overrides: Dict[str, Any] = field(default_factory=dict)   # UniPoseConfig fields (e.g. num_select)
-    init: Optional[str] = None       # official-format checkpoint to fine-tune from; None = scratch
-    init_strict: bool = True
-    init_deepen: bool = False        # layers `init` lacks (a deeper decoder) start as copies of its deepest one
-    freeze: List[str] = field(default_factory=list)  # backbone, input_proj, encoder, decoder, text_projection or prefixes
-    dtype: str = "float32"           # float64 only for exactness tests
-
-
-@dataclass
-class DataConfig:
-    train: List[SourceConfig] = field(default_factory=list)
-    val: List[SourceConfig] = field(default_factory=list)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    prompts: PromptConfig = field(default_factory=PromptConfig)
-    negative_pool: str = "data"      # "data": categories of the sources; "vocabulary": all UniKPT categories
-    visual_prompts: VisualPromptSampling = field(default_factory=VisualPromptSampling)
-    batch_size: int = 2              # per process
-    num_workers: int = 2
-    samples_per_epoch: Optional[int] = None
-
-
-@dataclass
-class TextConfig:
-    encoder: str = "clip"            # clip | hash | path to a precomputed feature file
-    clip_weights: Optional[str] = None
-    cache: Optional[str] = None      # feature cache file (default: <out_dir>/text_features.pt)
-    precompute: bool = True          # encode every possible prompt up front (else on first use)
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 1e-4
-    backbone_lr_mult: float = 0.1
-    linear_proj_lr_mult: float = 0.1  # deformable attention sampling offsets (Deformable DETR)
-    weight_decay: float = 1e-4
-    clip_grad: float = 0.1
-    max_steps: int = 1000
-    warmup_steps: int = 0
-    warmup_factor: float = 0.001
-    schedule: str = "step"           # step | cosine | constant
-    milestones: List[int] = field(default_factory=list)   # steps (step schedule)
-    gamma: float = 0.1
-    min_lr_ratio: float = 0.01       # cosine floor
-
-
-@dataclass
-class RunConfig:
-    out_dir: str = "outputs/run"
-    seed: int = 42
-    device: str = "auto"             # auto | cpu | cuda
-    amp: str = "bf16"                # bf16 | fp16 | none (GPU only; CPU runs in float32)
-    checkpoint_every: int = 500
-    keep_last: int = 3
-    eval_every: int = 0              # 0: only at the end
-    log_every: int = 10
-    progress: bool = True
-    find_unused_parameters: bool = True   # some heads are unused in some configs (and DN labels)
-    threads: int = 0                 # torch CPU threads (0: leave as is)
-
-
-@dataclass
-class EvalConfig:
-    max_images: Optional[int] = None
-    pck_threshold: float = 0.2
-    batch_size: int = 2
-
-
-@dataclass
-class TrainConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossWeights = field(default_factory=LossWeights)
-    matcher: MatcherWeights = field(default_factory=MatcherWeights)
-    run: RunConfig = field(default_factory=RunConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    denoising: DenoisingConfig = field(default_factory=DenoisingConfig)
-
-    def to_dict(self) -> Dict:
-        return dataclasses.asdict(self)
-
-
-def _build(cls, data: Any, where: str):
-    """Nested dataclass from plain data; unknown keys are errors (a typo must not be ignored)."""
-    if not dataclasses.is_dataclass(cls):
-        return data
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {where or '<root>'} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown config key(s) in {where or '<root>'}: {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
-    for name, value in data.items():
-        sub = _SECTIONS.get((cls.__name__, name))
-        if sub is list:  # list of sources
-            kwargs[name] = [_build(SourceConfig, v, f"{where}.{name}[{i}]") for i, v in enumerate(value or [])]
-        elif sub is not None:
-            kwargs[name] = _build(sub, value, f"{where}.{name}".lstrip("."))
-        else:
-            kwargs[name] = _coerce(fields[name], value, f"{where}.{name}".lstrip("."))
-    return cls(**kwargs)
-
-
-def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
-    """Numbers written as YAML strings ('2e-4' is a string in YAML 1.1) become numbers."""
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-        try:
-            return type(default)(float(value)) if isinstance(default, float) else int(value)
-        except ValueError:
-            raise ValueError(f"config {where}: expected a number, got {value!r}") from None
-    if isinstance(value, int) and not isinstance(value, bool) and isinstance(default, float):
-        return float(value)
-    return value
-
-
-_SECTIONS = {("TrainConfig", "model"): ModelConfig, ("TrainConfig", "data"): DataConfig,
-             ("TrainConfig", "text"): TextConfig, ("TrainConfig", "optim"): OptimConfig,
-             ("TrainConfig", "loss"): LossWeights, ("TrainConfig", "matcher"): MatcherWeights,
-             ("TrainConfig", "run"): RunConfig, ("TrainConfig", "eval"): EvalConfig,
-             ("TrainConfig", "denoising"): DenoisingConfig,
-             ("DataConfig", "augment"): AugmentConfig,
-             ("DataConfig", "visual_prompts"): VisualPromptSampling, ("DataConfig", "prompts"): PromptConfig,
-             ("DataConfig", "train"): list, ("DataConfig", "val"): list}
-
-
-def apply_overrides(data: Dict, overrides: Sequence[str]) -> Dict:
-    """`a.b.c=value` strings (value parsed as YAML) into a nested dict."""
-    import yaml
-    for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value (e.g. optim.lr=2e-4)")
-        key, value = item.split("=", 1)
-        node = data
-        parts = key.strip().split(".")
-        for p, nxt in zip(parts[:-1], parts[1:]):
-            if isinstance(node, list):   # data.train.0.ann=...: an index into a list of sources
-                node = node[int(p)]
-            elif isinstance(node, dict):
-                node = node.setdefault(p, [] if nxt.isdigit() else {})
-            else:
-                raise ValueError(f"override {item!r}: {p} is not a section")
-        last = parts[-1]
-        if isinstance(node, list):
-            i = int(last)
-            node.extend([{}] * (i + 1 - len(node)))
-            node[i] = yaml.safe_load(value)
-        else:
-            node[last] = yaml.safe_load(value)
-    return data
-
-
-def load_config(path: Optional[str] = None, overrides: Sequence[str] = (), data: Optional[Dict] = None) -> TrainConfig:
-    """YAML file (relative source paths are resolved against the file's folder) + overrides."""
-    raw: Dict = {}
-    if path is not None:
-        import yaml
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if data:
-        raw = _deep_merge(raw, data)
-    raw = apply_overrides(raw, overrides)
-    cfg = _build(TrainConfig, raw, "")
-    if path is not None:
-        base = Path(path).resolve().parent
-        for src in cfg.data.train + cfg.data.val:
-            src.ann = _resolve(base, src.ann)
-            src.images = None if src.images is None else _resolve(base, src.images)
-    return cfg
-
-
-def _resolve(base: Path, p: str) -> str:
-    p = os.path.expandvars(os.path.expanduser(p))
-    return p if os.path.isabs(p) else str((base / p).resolve())
-
-
-def _deep_merge(a: Dict, b: Dict) -> Dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-# ====================================================================== helpers
-FREEZE_ALIASES = {"backbone": ["backbone."], "input_proj": ["input_proj."],
-                  "encoder": ["transformer.encoder.", "transformer.level_embed"],
-                  "decoder": ["transformer.decoder.", "bbox_embed.", "pose_embed.", "pose_hw_embed."],
-                  "text_projection": ["projection.", "projection_kpt."],
-                  "two_stage": ["transformer.enc_output", "transformer.enc_out_bbox_embed", "transformer.tgt_embed"]}
-
-
-def freeze(model: torch.nn.Module, names: Sequence[str]) -> List[str]:
-    prefixes = [p for n in names for p in FREEZE_ALIASES.get(n, [n])]
-    frozen = []
-    for name, p in model.named_parameters():
-        if any(name.startswith(x) for x in prefixes):
-            p.requires_grad_(False)
-            frozen.append(name)
-    if names and not frozen:
-        raise ValueError(f"freeze {list(names)} matched no parameter; aliases: {sorted(FREEZE_ALIASES)}")
-    return frozen
-
-
-def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> List[Dict]:
-    groups: Dict[str, List] = {"base": [], "backbone": [], "linear_proj": []}
-    for name, p in model.named_parameters():   # named_parameters de-duplicates shared heads
-        if not p.requires_grad:
-            continue
-        if name.startswith("backbone."):
-            groups["backbone"].append(p)
-        elif "sampling_offsets" in name or "reference_points" in name:
-            groups["linear_proj"].append(p)
-        else:
-            groups["base"].append(p)
-    mult = {"base": 1.0, "backbone": cfg.backbone_lr_mult, "linear_proj": cfg.linear_proj_lr_mult}
-    return [{"params": ps, "lr": cfg.lr * mult[k], "name": k} for k, ps in groups.items() if ps]
-
-
-def lr_lambda(cfg: OptimConfig):
-    def f(step: int) -> float:
-        if step < cfg.warmup_steps:
-            a = step / max(1, cfg.warmup_steps)
-            return cfg.warmup_factor * (1 - a) + a
-        if cfg.schedule == "step":
-            return cfg.gamma ** sum(step >= m for m in cfg.milestones)
-        if cfg.schedule == "cosine":
-            t = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-        if cfg.schedule == "constant":
-            return 1.0
-        raise ValueError(f"unknown schedule {cfg.schedule!r} (step, cosine, constant)")
-    return f
-
-
-def rng_state() -> Dict:
-    """All RNG states, as tensors/ints so the checkpoint loads with weights_only=True."""
-    np_state = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": _py_state_to_list(random.getstate()),
-             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_py_state_from_list(state["python"]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _py_state_to_list(s):
-    return [s[0], list(s[1]), s[2]]
-
-
-def _py_state_from_list(s):
-    return (s[0], tuple(s[1]), s[2])
-
-
-def atomic_save(obj: Dict, path: Path) -> None:
-    """Write to a temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "step", "epoch", "batch_in_epoch", "sampler", "rng")
-
-
-def read_resume_checkpoint(path: Path) -> Dict:
-    """A training checkpoint (Trainer.state), or ValueError saying what the file is instead and
-    what --resume needs."""
-    from unipose_model.checkpoint import CheckpointError, load_checkpoint_file
-
-    older = sorted(p.name for p in path.parent.glob("checkpoint_*.pth") if p != path)
-    elsewhere = f" Earlier checkpoints of the run: {', '.join(older[-3:])}." if older else ""
-    try:
-        ckpt = load_checkpoint_file(path)
-    except CheckpointError as e:
-        raise ValueError(f"cannot resume: {e}{elsewhere}") from None
-    missing = [k for k in RESUME_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        weights = isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict)
-        what = ("a weights-only file (model weights" + (" and metrics, like best.pth)" if "metrics" in ckpt else ")")
-                if weights else "not a training checkpoint")
-        raise ValueError(f"cannot resume from {path}: it is {what}, without the training state ({', '.join(missing)}). "
-                         f"--resume needs a checkpoint_NNNNNNNN.pth of a run, or the run folder (its newest one);"
-                         f"{elsewhere} To start a new run from these weights, use model.init={path}")
-    return ckpt
-
-
-def remove_unfinished_saves(out_dir: Path) -> None:
-    """Temp files of a save the process was killed during (atomic_save's '.NAME.tmpPID')."""
-    for tmp in out_dir.glob(".*.tmp*"):
-        if tmp.is_file():
-            log.warning("removing %s: an unfinished save of a run that was stopped while writing it", tmp)
-            tmp.unlink(missing_ok=True)
-
-
-def trim_log(path: Path, step: int) -> None:
-    """Keep the log records up to `step` (those after it will be logged again by the resumed
-    run) and drop a line cut short by a kill."""
-    if not path.is_file():
-        return
-    kept, dropped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            keep = isinstance(record, dict) and int(record.get("step", 0)) <= step
-        except (ValueError, TypeError):
-            keep = False
-        if keep:
-            kept.append(line)
-        else:
-            dropped += 1
-    if dropped:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, path)
-        log.info("log.jsonl: %d record(s) after step %d removed (the resumed run logs those steps again)", dropped, step)
-
-
-def latest_checkpoint(path: str | os.PathLike) -> Optional[Path]:
-    path = Path(path)
-    if path.is_file():
-        return path
-    found = sorted(path.glob("checkpoint_*.pth"))
-    return found[-1] if found else None
-
-
-def expand_index_sources(sources: Sequence[SourceConfig]) -> List[SourceConfig]:
-    """A source whose `ann` is a UniKPT index (`unipose-data merge`) becomes one source per file,
-    restricted to the index's selected images. The index weight is per image (an image of
-    dataset d is drawn with probability proportional to weight_d), so the per-source weight
-    here is weight_d * selected images, times the source's own weight."""
-    out: List[SourceConfig] = []
-    for src in sources:
-        head = ""
-        if Path(src.ann).is_file() and Path(src.ann).suffix == ".json":  # not DLC folders / .slp
-            with open(src.ann, "r", encoding="utf-8") as f:
-                head = f.read(256)
-        if '"unikpt index"' not in head:
-            out.append(src)
-            continue
-        from .unikpt.merge import load_index
-        index = load_index(src.ann)
-        for entry in index["files"]:
-            ids = entry.get("image_ids")
-            n = len(ids) if ids is not None else entry.get("images", 1)
-            w = index["datasets"][entry["dataset"]]["weight"] * n * src.weight
-            out.append(SourceConfig(ann=entry["path"], name=entry["dataset"], weight=w, image_ids=ids,
-                                    max_images=src.max_images))
-    return out
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
-
-
-# ====================================================================== evaluation
-@torch.no_grad()
-def predict_batch(model, batch, table: TextFeatureTable, device, dtype):
-    inst, inst_valid = table.batch(batch["instance_texts"])
-    kpt, kpt_valid = table.batch(batch["keypoint_texts"])
-    out = model(batch["images"].to(device, dtype), batch["masks"].to(device), inst.to(dtype), kpt.to(dtype),
-                kpt_valid, instance_valid=inst_valid)
-    return out
-
-
-@torch.no_grad()
-def evaluate_pck(model, dataset: KeypointDataset, table: TextFeatureTable, device, dtype=torch.float32,
-                 threshold: float = 0.2, batch_size: int = 2, max_images: Optional[int] = None) -> Dict[str, float]:
-    """PCK@threshold (box-normalised: distance < threshold * max(box w, h)) over labelled keypoints.
-
-    Each ground-truth object is paired one-to-one (Hungarian, on mean keypoint distance) with
-    one of the highest-scoring predictions of its class; an object left without a prediction
-    scores 0 on all its keypoints. Also reports the mean OKS of the pairs (sigmas of the data).
-    """
-    from scipy.optimize import linear_sum_assignment
-    was_training = model.training
-    model.eval()
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    hits = total = 0.0
-    oks_sum, oks_n = 0.0, 0
-    for start in range(0, n, batch_size):
-        batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-        out = predict_batch(model, batch, table, device, dtype)
-        for b, t in enumerate(batch["targets"]):
-            M, K = t["keypoints"].shape[:2]
-            if M == 0:
-                continue
-            h, w = t["size"].tolist()
-            scale = torch.tensor([w, h], dtype=torch.float64)
-            logits = out["pred_logits"][b].double().cpu()
-            pk = out["pred_keypoints"][b, :, :K].double().cpu() * scale        # (S, K, 2) px
-            gk = t["keypoints"].double() * scale
-            vis = t["visibility"] > 0
-            score = logits[:, t["labels"]].sigmoid()                            # (S, M)
-            cand = min(len(logits), 3 * M)
-            dist = (pk[:, None] - gk[None]).norm(dim=-1)                         # (S, M, K)
-            mean = (dist * vis[None]).sum(-1) / vis.sum(-1).clamp(min=1)[None]
-            top = score.topk(min(cand, score.shape[0]), dim=0).indices          # per object candidates
-            allowed = torch.zeros_like(score, dtype=torch.bool)
-            allowed.scatter_(0, top, True)
-            cost = torch.where(allowed, mean, torch.full_like(mean, 1e9)).numpy()
-            rows, cols = linear_sum_assignment(cost)
-            box_wh = t["boxes"][:, 2:].double() * scale
-            ref = box_wh.max(-1).values                                          # (M,)
-            for q, m in zip(rows, cols):
-                if not allowed[q, m]:
-                    continue
-                v = vis[m]
-                hits += float(((dist[q, m] < threshold * ref[m]) & v).sum())
-                d2 = dist[q, m] ** 2
-                var = (2 * t["sigmas"].double()) ** 2
-                e = torch.exp(-d2 / (2 * float(t["areas"][m]) * var + 1e-9))
-                if v.any():
-                    oks_sum += float(e[v].mean())
-                    oks_n += 1
-            total += float(vis.sum())
-    model.train(was_training)
-    return {"pck": hits / max(total, 1.0), "mean_oks": oks_sum / max(oks_n, 1), "keypoints": total}
-
-
-@torch.no_grad()
-def predict_results(model, dataset: KeypointDataset, table: TextFeatureTable, device, dtype=torch.float32,
-                    batch_size: int = 2, max_images: Optional[int] = None, top_k: int = 20) -> List[List[Dict]]:
-    """COCO-format results (original image pixels) per source of an evaluation dataset.
-
-    Each query becomes one result for its best class (score = sigmoid of that logit), if that
-    class is a category of the source with the image's keypoint list; top_k per image.
-    """
-    was_training = model.training
-    model.eval()
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    results: List[List[Dict]] = [[] for _ in dataset.sources]
-    for start in range(0, n, batch_size):
-        idx = list(range(start, min(n, start + batch_size)))
-        batch = collate([dataset[i] for i in idx])
-        out = predict_batch(model, batch, table, device, dtype)
-        for b, i in enumerate(idx):
-            rec, meta = dataset.records[i], batch["meta"][b]
-            cats = dataset.categories[rec.source]
-            by_name = {c.name: c for c in cats.values()}
-            names = meta["keypoint_names"]
-            K = len(names)
-            W, H = rec.image.width, rec.image.height
-            probs = out["pred_logits"][b].float().sigmoid().cpu()
-            score, cls = probs.max(-1)
-            kp = out["pred_keypoints"][b, :, :K].float().cpu() * torch.tensor([W, H])
-            box = out["pred_boxes"][b].float().cpu() * torch.tensor([W, H, W, H])
-            for q in score.argsort(descending=True)[:top_k].tolist():
-                cat = by_name.get(meta["classes"][int(cls[q])])
-                if cat is None or len(cat.keypoints) != K:
-                    continue
-                k = torch.cat((kp[q], torch.ones(K, 1)), -1)
-                cx, cy, bw, bh = box[q].tolist()
-                results[rec.source].append({"image_id": rec.image.id, "category_id": cat.id, "score": float(score[q]),
-                                            "keypoints": k.flatten().tolist(),
-                                            "bbox": [cx - bw / 2, cy - bh / 2, bw, bh]})
-    model.train(was_training)
-    return results
-
-
-def ground_truth_subsets(dataset: KeypointDataset, max_images: Optional[int] = None):
-    """Per source, the UniKPT ground truth restricted to the images the dataset evaluates."""
-    from .unikpt.format import UniKPT
-    n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for s, src in enumerate(dataset.sources):
-        ids = {r.image.id for r in dataset.records[:n] if r.source == s}
-        cats = {c.id for c in src.categories}
-        # the objects the dataset trains on (label_checks reported the others), crowds kept as ignore regions
-        instances = [i for i in src.instances if i.image_id in ids and i.category_id in cats
-                     and (i.iscrowd or (i.bbox[2] > 0 and i.bbox[3] > 0))]
-        yield UniKPT(dataset=src.dataset, images=[im for im in src.images if im.id in ids],
-                     instances=instances, categories=src.categories,
-                     images_root=src.images_root, info=src.info, path=src.path)
-
-
-# ====================================================================== trainer
 class Trainer:
     def __init__(self, cfg: TrainConfig, resume: Optional[str] = None):
         self.cfg = cfg
@@ -560,11 +74,14 @@ class Trainer:
         self._build_optim()
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: Optional[float] = None
-        self.history: List[Dict] = []
+        self.run_log = RunLog(self.out_dir, enabled=self.is_main)
         if resume:
             self._resume(resume)
-        self._writer = None
-        self._log_file = None
+
+    @property
+    def history(self) -> List[Dict]:
+        """The records logged by this process (log.jsonl's lines of this run)."""
+        return self.run_log.history
 
     # .................................................................. setup
     def _setup_distributed(self) -> None:
@@ -627,7 +144,7 @@ class Trainer:
         # DataLoader worker or as a non-finite loss at step 0 (unipose_train/label_checks.py)
         check_training_labels(train_sources + val_sources, [s.image_ids for s in dc.train + dc.val],
                               log_warnings=self.is_main)
-        pool = self._negative_pool(train_sources)
+        pool = negative_pool(dc.negative_pool, train_sources)
         self.prompts = PromptBuilder(dc.prompts, pool)
         max_k = self.model.config.max_keypoints
         visual = dc.visual_prompts
@@ -665,19 +182,10 @@ class Trainer:
         if self.is_main:
             log.info("text features: %d prompts in %.1fs", len(self.text_table), time.time() - t0)
         # config, vocabulary and prompt features go into every checkpoint: it runs on its own
-        from .model_export import model_file_entries
         self.model_file_entries = model_file_entries(self.cfg, train_sources, pool, self.text_table)
 
-    def _negative_pool(self, sources) -> List[str]:
-        if self.cfg.data.negative_pool == "vocabulary":
-            from .unikpt.vocabulary import UniKPTVocabulary
-            return UniKPTVocabulary.load().category_names()
-        return [c.name for ds in sources for c in ds.categories]
-
     def _build_optim(self) -> None:
-        oc = self.cfg.optim
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, oc), lr=oc.lr, weight_decay=oc.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(oc))
+        self.optimizer, self.scheduler = build_optimizer(self.model, self.cfg.optim)
 
     # .................................................................. checkpoints
     def state(self) -> Dict:
@@ -694,12 +202,7 @@ class Trainer:
         # is position-derived, and the model has no dropout, so the ranks need nothing else).
         if not self.is_main:
             return None
-        path = self.out_dir / f"checkpoint_{self.step:08d}.pth"
-        atomic_save(self.state(), path)
-        old = sorted(self.out_dir.glob("checkpoint_*.pth"))
-        for p in old[:max(0, len(old) - self.cfg.run.keep_last)]:
-            p.unlink(missing_ok=True)
-        return path
+        return save_training_checkpoint(self.out_dir, self.step, self.state(), self.cfg.run.keep_last)
 
     def _resume(self, path: str) -> None:
         ckpt_path = latest_checkpoint(path)
@@ -727,32 +230,11 @@ class Trainer:
             log.info("resumed from %s at step %d (epoch %d, batch %d)", ckpt_path, self.step, self.epoch,
                      self.batch_in_epoch)
 
-    # .................................................................. logging
     def _log(self, record: Dict) -> None:
-        if not self.is_main:
-            return
-        self.history.append(record)
-        if self._log_file is None:
-            self._log_file = open(self.out_dir / "log.jsonl", "a", encoding="utf-8")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self._writer = SummaryWriter(str(self.out_dir / "tensorboard"))
-            except ImportError:
-                log.warning("tensorboard is not installed: logging to log.jsonl only")
-        self._log_file.write(json.dumps(record) + "\n")
-        self._log_file.flush()
-        if self._writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._writer.add_scalar(k, v, record["step"])
+        self.run_log.write(record)
 
     def close(self) -> None:
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.run_log.close()
 
     # .................................................................. training
     def train_step(self, batch: Dict) -> Dict[str, float]:
@@ -844,32 +326,10 @@ class Trainer:
                           persistent_workers=False, prefetch_factor=2 if nw > 0 else None)
 
     def evaluate(self) -> Dict[str, float]:
-        """Validation metrics: the project's evaluator (OKS AP where the data has sigmas, PCK@0.2)
-        when importable, else the local PCK. `pck` (and `AP` where computed) are always present."""
+        """Validation metrics (validation.py): `pck` (and `AP` where the data has sigmas)."""
         if self.val_set is None or not self.is_main:
             return {}
-        ec = self.cfg.eval
-        try:
-            from .evaluation.report import evaluate_dataset
-        except ImportError:
-            return evaluate_pck(self.model, self.val_set, self.text_table, self.device, self.dtype,
-                                ec.pck_threshold, ec.batch_size, ec.max_images)
-        results = predict_results(self.model, self.val_set, self.text_table, self.device, self.dtype,
-                                  ec.batch_size, ec.max_images)
-        metrics: Dict[str, float] = {}
-        pcks, aps = [], []
-        for s, gt in enumerate(ground_truth_subsets(self.val_set, ec.max_images)):
-            row = evaluate_dataset(gt, results[s], pck_thr=ec.pck_threshold)
-            p = row[f"PCK@{ec.pck_threshold:g}"]
-            metrics[f"{gt.dataset}/pck"] = p
-            pcks.append(p)
-            if "AP" in row:
-                metrics[f"{gt.dataset}/AP"] = row["AP"]
-                aps.append(row["AP"])
-        metrics["pck"] = float(np.mean(pcks)) if pcks else 0.0
-        if aps:
-            metrics["AP"] = float(np.mean(aps))
-        return metrics
+        return validation_metrics(self.model, self.val_set, self.text_table, self.device, self.dtype, self.cfg.eval)
 
     def fit(self) -> Dict:
         rc, oc = self.cfg.run, self.cfg.optim
@@ -941,44 +401,3 @@ def _worker_init(_: int) -> None:
 def train(cfg: TrainConfig, resume: Optional[str] = None) -> Dict:
     trainer = Trainer(cfg, resume)
     return trainer.fit()
-
-
-def save_loss_curve(history: Sequence[Dict], path: str | os.PathLike, keys: Sequence[str] = ("loss",),
-                    title: str = "training loss") -> Path:
-    """Plot logged training terms against step (log scale) into a PNG with OpenCV."""
-    import cv2
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    W, H, m = 900, 500, 70
-    img = np.full((H, W, 3), 255, np.uint8)
-    series = {k: [(r["step"], r[k]) for r in history if k in r and r[k] > 0] for k in keys}
-    pts = [p for s in series.values() for p in s]
-    if not pts:
-        raise ValueError(f"no logged values for {list(keys)}")
-    x0, x1 = min(p[0] for p in pts), max(max(p[0] for p in pts), min(p[0] for p in pts) + 1)
-    ly = [math.log10(p[1]) for p in pts]
-    y0, y1 = math.floor(min(ly)), math.ceil(max(ly) + 1e-9)
-    y1 = max(y1, y0 + 1)
-
-    def xy(step, value):
-        return (int(m + (step - x0) / (x1 - x0) * (W - 2 * m)),
-                int(H - m - (math.log10(value) - y0) / (y1 - y0) * (H - 2 * m)))
-
-    cv2.rectangle(img, (m, m), (W - m, H - m), (0, 0, 0), 1)
-    for e in range(y0, y1 + 1):
-        y = xy(x0, 10 ** e)[1]
-        cv2.line(img, (m, y), (W - m, y), (220, 220, 220), 1)
-        cv2.putText(img, f"1e{e}", (5, y + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    for t in np.linspace(x0, x1, 6):
-        x = xy(t, 10 ** y0)[0]
-        cv2.putText(img, f"{int(t)}", (x - 10, H - m + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.putText(img, "step", (W // 2 - 20, H - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
-    cv2.putText(img, title, (m, m - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1)
-    colours = [(200, 60, 20), (20, 140, 20), (20, 20, 200), (150, 0, 150), (0, 140, 200), (90, 90, 90)]
-    for i, (k, s) in enumerate(series.items()):
-        c = colours[i % len(colours)]
-        poly = np.array([xy(a, b) for a, b in s], np.int32)
-        cv2.polylines(img, [poly], False, c, 2)
-        cv2.putText(img, k, (W - m - 150, m + 20 + 18 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.5, c, 1)
-    cv2.imwrite(str(path), img)
-    return path

@@ -107,7 +107,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 # ---------------------------------------------------------------------------- config
 def test_config_yaml_overrides_and_unknown_keys(tmp_path, fly4):
-    from unipose_train.trainer import load_config
+    from unipose_train.config import load_config
     path = write_config(base_config(fly4, tmp_path / "run"), tmp_path / "c.yaml")
     cfg = load_config(str(path), ["optim.lr=2e-4", "data.augment.scales=[160,192]", "model.freeze=[backbone]"])
     assert cfg.optim.lr == 2e-4 and cfg.data.augment.scales == [160, 192] and cfg.model.freeze == ["backbone"]
@@ -120,7 +120,8 @@ def test_config_yaml_overrides_and_unknown_keys(tmp_path, fly4):
 
 
 def test_param_groups_and_schedule():
-    from unipose_train.trainer import OptimConfig, lr_lambda, param_groups, freeze
+    from unipose_train.config import OptimConfig
+    from unipose_train.optimisation import freeze, lr_lambda, param_groups
     from unipose_model import build_model
     model = build_model("unipose_tiny")
     frozen = freeze(model, ["encoder"])
@@ -165,7 +166,9 @@ def test_dataset_batches(fly4):
 @pytest.mark.slow
 def test_tiny_overfits_four_fly_frames(tmp_path, fly4):
     """Done-when: PCK@0.2 >= 0.95 on the 4 training images within a CPU budget; loss curve PNG."""
-    from unipose_train.trainer import Trainer, load_config, save_loss_curve
+    from unipose_train.config import load_config
+    from unipose_train.plotting import save_loss_curve
+    from unipose_train.trainer import Trainer
     cfg = load_config(str(REPO / "unipose_train" / "configs" / "tiny_overfit.yaml"),
                       [f"run.out_dir={tmp_path / 'run'}", "run.progress=false"],
                       data={"data": {"train": [{"ann": str(fly4), "images": str(fly4.parent)}],
@@ -176,7 +179,7 @@ def test_tiny_overfits_four_fly_frames(tmp_path, fly4):
     elapsed = time.time() - t0
     # the fly labels have no OKS sigmas: also report OKS AP with the uniform default (0.05)
     from unipose_train.evaluation.coco_eval import evaluate_keypoints
-    from unipose_train.trainer import ground_truth_subsets, predict_results
+    from unipose_train.validation import ground_truth_subsets, predict_results
     results = predict_results(trainer.model, trainer.val_set, trainer.text_table, trainer.device, batch_size=4)
     gt = next(ground_truth_subsets(trainer.val_set))
     ap = evaluate_keypoints(gt, results[0], sigmas=[0.05] * 13)["AP"]
@@ -195,7 +198,8 @@ def test_tiny_overfits_four_fly_frames(tmp_path, fly4):
 def test_denoising_queries_train_with_the_matching_queries(tmp_path, fly4):
     """DN on (the official recipe): dn_* losses are logged and added to the loss, and the label
     embedding that only DN queries use learns; DN off leaves it frozen."""
-    from unipose_train.trainer import Trainer, load_config
+    from unipose_train.config import load_config
+    from unipose_train.trainer import Trainer
     on = Trainer(load_config(data=base_config(fly4, tmp_path / "on", optim={"max_steps": 2},
                                               denoising={"number": 8})))
     before = on.model.label_enc.weight.detach().clone()
@@ -370,7 +374,8 @@ def _official_format(model, path: Path) -> Path:
 
 
 def test_finetune_from_official_format_checkpoint(tmp_path, fly4):
-    from unipose_train.trainer import Trainer, load_config
+    from unipose_train.config import load_config
+    from unipose_train.trainer import Trainer
     from unipose_model import build_model, fill_reference_weights, load_official_checkpoint
     ref = fill_reference_weights(build_model("unipose_tiny"))
     init = _official_format(ref, tmp_path / "official.pth")
@@ -393,7 +398,8 @@ def test_finetune_from_official_format_checkpoint(tmp_path, fly4):
 @pytest.mark.slow
 def test_finetune_swint_from_official_format(tmp_path, fly4):
     """The released model's layout (Swin-T), reference-filled, one training step at 128 px."""
-    from unipose_train.trainer import Trainer, load_config
+    from unipose_train.config import load_config
+    from unipose_train.trainer import Trainer
     from unipose_model import build_model, fill_reference_weights
     ref = fill_reference_weights(build_model("unipose_swint"))
     init = _official_format(ref, tmp_path / "official_swint.pth")
