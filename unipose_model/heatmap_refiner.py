@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .heatmap_codec import decode_heatmaps
 from .vocabulary import canonical_keypoint_name
 
 MAX_REFINED_PER_IMAGE = 20  # best-scoring detections refined per image: bounds the cost in crowds
@@ -175,47 +176,6 @@ def apply_affine(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
 def invert_affine(affine: np.ndarray) -> np.ndarray:
     lin = np.linalg.inv(affine[:, :2])
     return np.concatenate([lin, -lin @ affine[:, 2:]], axis=1)
-
-
-def decode_heatmaps(heatmaps: torch.Tensor, input_size: int, blur_sigma: float = 1.5
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(B, K, H, W) -> keypoints (B, K, 2) in crop pixels and peak values (B, K).
-
-    DARK decoding (Zhang et al., CVPR 2020): the heatmap is smoothed with a Gaussian, and the
-    peak cell is refined by the vertex of the parabola through the log-values of its two
-    neighbours along each axis, which is exact for a Gaussian peak (a plain centroid over a window
-    is pulled toward the peak cell). At the border, or where the log is not concave, the peak
-    cell stays as it is."""
-    b, k, h, w = heatmaps.shape
-    maps = heatmaps.float().clamp(min=0).reshape(b * k, 1, h, w)
-    radius = max(1, int(math.ceil(2 * blur_sigma)))
-    g = torch.exp(-torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2 / (2 * blur_sigma ** 2))
-    g = g / g.sum()
-    maps = F.pad(maps, (radius, radius, radius, radius), mode="replicate")  # zeros would pull edge peaks in
-    maps = F.conv2d(F.conv2d(maps, g.view(1, 1, 1, -1)), g.view(1, 1, -1, 1)).reshape(b, k, h, w)
-    logs = maps.clamp(min=1e-10).log()
-    flat = maps.reshape(b, k, -1)
-    index = flat.argmax(-1)
-    py, px = index // w, index % w
-    peak = heatmaps.float().reshape(b, k, -1).gather(-1, index[..., None])[..., 0]
-
-    def vertex(line: torch.Tensor, pos: torch.Tensor, n: int) -> torch.Tensor:
-        inside = (pos > 0) & (pos < n - 1)
-        c = pos.clamp(1, n - 2)
-        left = line.gather(-1, (c - 1)[..., None])[..., 0]
-        mid = line.gather(-1, c[..., None])[..., 0]
-        right = line.gather(-1, (c + 1)[..., None])[..., 0]
-        curve = left - 2 * mid + right
-        offset = torch.where(curve < -1e-6, 0.5 * (left - right) / curve.clamp(max=-1e-6), torch.zeros_like(mid))
-        return torch.where(inside, offset.clamp(-1.0, 1.0), torch.zeros_like(mid))
-
-    rows = logs.gather(2, py.view(b, k, 1, 1).expand(b, k, 1, w))[:, :, 0]   # (B, K, W) through the peak
-    cols = logs.gather(3, px.view(b, k, 1, 1).expand(b, k, h, 1))[..., 0]    # (B, K, H)
-    cx = px.float() + vertex(rows, px, w)
-    cy = py.float() + vertex(cols, py, h)
-    stride = input_size / w
-    xy = torch.stack([(cx + 0.5) * stride - 0.5, (cy + 0.5) * stride - 0.5], -1)
-    return xy.numpy(), peak.numpy()
 
 
 # ---------------------------------------------------------------------------- inference

@@ -169,16 +169,6 @@ def collect_patches(sources, source_configs, category: str, spec, max_scale: flo
     return patches
 
 
-def gaussian_targets(xy: np.ndarray, visible: np.ndarray, spec, sigma: float) -> np.ndarray:
-    """(K, H, W) Gaussians at the crop keypoints `xy` (crop pixels); zero for unlabelled ones."""
-    size = spec.heatmap_size
-    grid = np.arange(size, dtype=np.float32)
-    cells = (xy + 0.5) * size / spec.input_size - 0.5
-    gx = np.exp(-(grid[None] - cells[:, :1]) ** 2 / (2 * sigma ** 2))
-    gy = np.exp(-(grid[None] - cells[:, 1:]) ** 2 / (2 * sigma ** 2))
-    return (gy[:, :, None] * gx[:, None, :] * visible[:, None, None]).astype(np.float32)
-
-
 def make_sample(obj: ObjectPatch, spec, aug: Optional[RefinerAugmentConfig], rng, names: Sequence[str]):
     """(crop (S, S) float32 in [0, 1]-ish, crop keypoints (K, 2), visible (K,), affine image->crop)."""
     from unipose_model.heatmap_refiner import apply_affine, crop_affine, facing_angle, warp_crop
@@ -221,6 +211,8 @@ def pck_on_patches(model, patches: Sequence[ObjectPatch], spec, names, threshold
 
     from unipose_model.heatmap_refiner import apply_affine, decode_heatmaps, invert_affine
 
+    from .evaluation.pck import correct_keypoints
+
     was_training = model.training
     model.eval()
     hits, counts = np.zeros(len(names)), np.zeros(len(names))
@@ -232,12 +224,9 @@ def pck_on_patches(model, patches: Sequence[ObjectPatch], spec, names, threshold
             points, _ = decode_heatmaps(model(x).float().cpu(), spec.input_size)
             for obj, (_, _, _, affine), xy in zip(chunk, samples, points):
                 image_xy = apply_affine(invert_affine(affine), xy)
-                vis = obj.keypoints[:, 2] > 0
                 x0, y0, x1, y1 = obj.box
-                limit = threshold * max(x1 - x0, y1 - y0)
-                ok = np.linalg.norm(image_xy - obj.keypoints[:, :2], axis=1) <= limit
-                hits += ok & vis
-                counts += vis
+                hits += correct_keypoints(image_xy, obj.keypoints, (x1 - x0, y1 - y0), threshold)
+                counts += obj.keypoints[:, 2] > 0
     model.train(was_training)
     per = hits / np.maximum(counts, 1)
     return {"pck": float(hits.sum() / max(counts.sum(), 1)),
@@ -250,6 +239,7 @@ def train(cfg: RefinerTrainConfig) -> Dict:
     import torch
     import torch.nn.functional as F
 
+    from unipose_model.heatmap_codec import encode_heatmaps
     from unipose_model.heatmap_refiner import HeatmapRefiner, HeatmapRefinerSpec
 
     from .dataset import load_source
@@ -308,7 +298,7 @@ def train(cfg: RefinerTrainConfig) -> Dict:
         for i in picks:
             crop, xy, vis, _ = make_sample(train_patches[i], spec, cfg.augment, rng, names)
             crops.append(crop)
-            targets.append(gaussian_targets(xy, vis, spec, cfg.augment.sigma))
+            targets.append(encode_heatmaps(xy, vis, spec.input_size, spec.heatmap_size, cfg.augment.sigma))
         x = torch.from_numpy(np.stack(crops))[:, None].to(device)
         y = torch.from_numpy(np.stack(targets)).to(device)
         # peaks are 1 on a background of 0: scaled so the loss reads in units of ~1

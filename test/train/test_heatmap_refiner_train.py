@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from shared_paths import DATA
-from unipose_train.heatmap_refiner_train import (ObjectPatch, RefinerAugmentConfig, gaussian_targets,
+from unipose_model.heatmap_codec import encode_heatmaps
+from unipose_train.heatmap_refiner_train import (ObjectPatch, RefinerAugmentConfig,
                                             load_refiner_config, main, make_sample)
 from unipose_model.heatmap_refiner import HeatmapRefinerSpec
 
@@ -51,7 +52,7 @@ def test_flip_mirrors_the_crop_and_swaps_left_and_right():
 
 def test_targets_peak_at_the_keypoint_and_vanish_when_unlabelled():
     xy = np.array([[10.5, 20.5], [3.0, 3.0]])
-    t = gaussian_targets(xy, np.array([1.0, 0.0]), SPEC, 1.5)
+    t = encode_heatmaps(xy, np.array([1.0, 0.0]), SPEC.input_size, SPEC.heatmap_size, 1.5)
     assert t.shape == (2, 32, 32)
     assert np.unravel_index(t[0].argmax(), t[0].shape) == (10, 5)     # crop px (10.5, 20.5) -> cell (5, 10)
     assert t[0].max() == pytest.approx(1.0, abs=1e-6) and t[1].max() == 0.0

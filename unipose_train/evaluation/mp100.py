@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .pck import correct_keypoints
+
 
 @dataclass
 class Episode:
@@ -55,13 +57,8 @@ def episodes(split: dict) -> List[Episode]:
 
 
 def pck(pred_xy: np.ndarray, gt_kpts: np.ndarray, bbox, thr: float) -> tuple:
-    """(correct, counted) over the visible ground-truth keypoints."""
-    visible = gt_kpts[:, 2] > 0
-    if not visible.any():
-        return 0, 0
-    norm = max(bbox[2], bbox[3])
-    dist = np.linalg.norm(pred_xy[visible] - gt_kpts[visible, :2], axis=1)
-    return int((dist < thr * norm).sum()), int(visible.sum())
+    """(correct, counted) over the visible ground-truth keypoints (evaluation/pck.py's measure)."""
+    return int(correct_keypoints(pred_xy, gt_kpts, bbox[2:4], thr).sum()), int((gt_kpts[:, 2] > 0).sum())
 
 
 class MP100Evaluator:

@@ -18,17 +18,33 @@ import numpy as np
 
 from ..unikpt.format import Instance, UniKPT
 
-__all__ = ["match_by_distance", "pck", "normalized_errors"]
+__all__ = ["match_by_distance", "pck", "normalized_errors", "keypoint_errors", "correct_keypoints"]
+
+
+def keypoint_errors(pred_xy: np.ndarray, gt_kpts: np.ndarray, box_wh) -> np.ndarray:
+    """Distance / max(box w, h) for each labelled keypoint (visibility > 0) of `gt_kpts` (K, 3).
+
+    The one PCK distance of the project: unipose-eval, validation during training, MP-100 and the
+    heatmap refiner's validation all score with it."""
+    labelled = np.asarray(gt_kpts)[:, 2] > 0
+    norm = max(float(box_wh[0]), float(box_wh[1]))
+    d = np.linalg.norm(np.asarray(pred_xy, np.float64)[labelled, :2] - np.asarray(gt_kpts, np.float64)[labelled, :2],
+                       axis=1)
+    return d / max(norm, np.spacing(1))
+
+
+def correct_keypoints(pred_xy: np.ndarray, gt_kpts: np.ndarray, box_wh, thr: float) -> np.ndarray:
+    """(K,) bool: labelled and within thr * max(box w, h) of the truth (PCK@thr per keypoint)."""
+    ok = np.zeros(len(gt_kpts), bool)
+    ok[np.asarray(gt_kpts)[:, 2] > 0] = keypoint_errors(pred_xy, gt_kpts, box_wh) < thr
+    return ok
 
 
 def normalized_errors(inst: Instance, pred_kpts: np.ndarray | None) -> np.ndarray:
     """Distance / max(w, h) for each labelled keypoint of `inst` (inf where nothing predicted)."""
-    labelled = inst.keypoints[:, 2] > 0
     if pred_kpts is None:
-        return np.full(int(labelled.sum()), np.inf)
-    norm = max(inst.bbox[2], inst.bbox[3])
-    d = np.linalg.norm(pred_kpts[labelled, :2] - inst.keypoints[labelled, :2], axis=1)
-    return d / max(norm, np.spacing(1))
+        return np.full(int((inst.keypoints[:, 2] > 0).sum()), np.inf)
+    return keypoint_errors(pred_kpts, inst.keypoints, inst.bbox[2:4])
 
 
 def match_by_distance(gt: UniKPT, results: Sequence[dict]) -> list[tuple[Instance, dict | None]]:
