@@ -27,9 +27,10 @@ from torch.utils.data import Dataset, Sampler
 from unipose_model.media import split_frame_reference
 from unipose_model.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-from .augment import Augmenter, hflip, infer_flip_pairs, swap_left_right
+from .augment import Augmenter, hflip, swap_left_right
 from .prompts import PromptBuilder
 from .side_swap import swap_side
+from .unikpt.converters.coco import coco_to_unikpt
 from .unikpt.format import Category, Image, Instance, UniKPT, UniKPTError, load as load_unikpt
 
 DEFAULT_SIGMA = 0.05   # OKS sigma where a dataset defines none (COCO-like, uniform)
@@ -65,80 +66,6 @@ class SourceConfig:
     # file as train [0, 0.8] and val [0.8, 1] gives a disjoint 80/20 split.
     split: Optional[List[float]] = None
     split_seed: int = 0
-
-
-def _canonical(name: str) -> str:
-    try:
-        from .unikpt.vocabulary import canonical_keypoint_name
-        return canonical_keypoint_name(name)
-    except ImportError:  # pragma: no cover - the vocabulary module ships with this package
-        return " ".join(name.replace("_", " ").lower().split())
-
-
-def coco_to_unikpt(data: dict, path: Path, images_root: Optional[str], name: Optional[str]) -> UniKPT:
-    """A plain COCO keypoints file as UniKPT: names in text form, flip pairs from the names.
-
-    A file that is not COCO keypoints (a missing section or field, a value of the wrong type, a
-    keypoint list that is not x, y, v triples or not one per category keypoint) raises
-    UniKPTError naming the file and the entry.
-    """
-    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
-                                             for k in ("categories", "images", "annotations")):
-        have = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
-        raise UniKPTError(f"{path}: not a COCO keypoints file: it needs the lists 'categories', 'images' "
-                          f"and 'annotations' (found: {have or 'nothing'})")
-    cats = _read_entries(path, data, "categories", _coco_category)
-    sizes = {c.id: len(c.keypoints) for c in cats}
-    images = _read_entries(path, data, "images", _coco_image)
-    insts = _read_entries(path, data, "annotations", lambda a: _coco_instance(a, sizes))
-    root = images_root if images_root is not None else ""
-    return UniKPT(dataset=name or path.stem, images=images, instances=insts, categories=cats,
-                  images_root=str(root), path=path)
-
-
-def _read_entries(path: Path, data: dict, section: str, read) -> list:
-    """`read` applied to each entry of data[section]; an entry it cannot read is named in the error
-    ('annotations[12] (id 345): missing field 'bbox'')."""
-    out = []
-    for i, entry in enumerate(data[section]):
-        try:
-            out.append(read(entry))
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
-            ident = entry.get("id") if isinstance(entry, dict) else None
-            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
-            raise UniKPTError(f"{path}: not a valid COCO keypoints file: {section}[{i}]"
-                              + (f" (id {ident})" if ident is not None else "") + f": {what}") from e
-    return out
-
-
-def _coco_category(c: dict) -> Category:
-    raw = list(c.get("keypoints", []))
-    skel = [tuple(p) for p in c.get("skeleton", [])]
-    if skel and min(min(p) for p in skel) >= 1 and max(max(p) for p in skel) == len(raw):
-        skel = [(i - 1, j - 1) for i, j in skel]   # COCO's skeleton is 1-based
-    flips = [tuple(p) for p in c.get("flip_pairs", [])] or infer_flip_pairs(raw)
-    return Category(id=int(c["id"]), name=" ".join(str(c["name"]).replace("_", " ").lower().split()),
-                    keypoints=[_canonical(k) for k in raw], skeleton=skel, flip_pairs=flips,
-                    sigmas=c.get("sigmas"), supercategory=c.get("supercategory", ""))
-
-
-def _coco_image(im: dict) -> Image:
-    return Image(id=int(im["id"]), file_name=im["file_name"], width=int(im["width"]),
-                 height=int(im["height"]), style=im.get("style"))
-
-
-def _coco_instance(a: dict, sizes: Dict[int, int]) -> Instance:
-    """sizes: keypoints per category id (an annotation with keypoints must have that many)."""
-    k = a.get("keypoints") or []
-    if len(k) % 3:
-        raise ValueError(f"'keypoints' holds {len(k)} numbers, not x, y, v triples")
-    size = sizes.get(int(a["category_id"]))
-    if k and size is not None and len(k) != 3 * size:
-        raise ValueError(f"{len(k) // 3} keypoints, but its category {a['category_id']} names {size}")
-    return Instance(id=int(a["id"]), image_id=int(a["image_id"]), category_id=int(a["category_id"]),
-                    keypoints=np.asarray(k, dtype=np.float64).reshape(-1, 3),
-                    bbox=tuple(float(v) for v in a["bbox"]), area=float(a.get("area", 0.0)),
-                    iscrowd=int(a.get("iscrowd", 0)))
 
 
 SOURCE_FORMATS = ("unikpt", "coco", "deeplabcut", "sleap")

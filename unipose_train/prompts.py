@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from unipose_model.text_encoder import instance_prompt, keypoint_prompt
+from unipose_model.text_encoder import PROMPT_PREFIX, instance_prompt, keypoint_prompt
 
 from .augment import swap_left_right
 
@@ -36,11 +36,11 @@ class PromptConfig:
 
 def _instance_name(name: str) -> str:
     # the same normalisation as the inference template (text_encoder.instance_prompt)
-    return instance_prompt(name)[len("a photo of "):]
+    return instance_prompt(name)[len(PROMPT_PREFIX):]
 
 
 def _keypoint_name(name: str) -> str:
-    return keypoint_prompt(name)[len("a photo of "):]
+    return keypoint_prompt(name)[len(PROMPT_PREFIX):]
 
 
 def instance_text(name: str, style: Optional[str]) -> str:
@@ -51,7 +51,7 @@ def instance_text(name: str, style: Optional[str]) -> str:
 
 def keypoint_text(keypoint: str, style: Optional[str] = None, obj: Optional[str] = None,
                   part: Optional[str] = None) -> str:
-    head = f"a {style.lower()} photo of " if style else "a photo of "
+    head = f"a {style.lower()} photo of " if style else PROMPT_PREFIX  # a style variant of the template
     chain = [(_instance_name(obj) + "'s") if obj else None, (_keypoint_name(part) + "'s") if part else None,
              _keypoint_name(keypoint)]
     return head + " ".join(c for c in chain if c)

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..format import Category, Image, Instance, UniKPT, UniKPTError
+from ..vocabulary import canonical_keypoint_name
 from .base import Builder, ConversionError, category_name
 
-__all__ = ["convert_coco_like", "read_json", "resolve_set", "DEEPFASHION2_ORDER"]
+__all__ = ["convert_coco_like", "read_json", "resolve_set", "DEEPFASHION2_ORDER", "coco_to_unikpt",
+           "check_coco_sections"]
 
 # DeepFashion2 category ids 1..13 in order; the 294-point layout concatenates them in this order.
 DEEPFASHION2_ORDER = ["short_sleeved_shirt", "long_sleeved_shirt", "short_sleeved_outwear",
@@ -68,8 +71,7 @@ def _unified_category_name(name: str) -> str:
 def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
     """Fill `builder` from one COCO-like json file."""
     data = read_json(src)
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
-        raise ConversionError(f"{src}: not a COCO keypoints file (needs images, annotations, categories)")
+    check_coco_sections(data, src)
     spec = builder.vocab.dataset(dataset)
     builder.data.info["source_info"] = data.get("info") if isinstance(data.get("info"), dict) else {}
 
@@ -168,3 +170,80 @@ def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
         builder.instance(image_map[int(a["image_id"])], unified_cat, kpts, bbox=a.get("bbox"),
                          area=a.get("area"), iscrowd=a.get("iscrowd", 0), track_id=a.get("track_id"),
                          ann_id=ann_id)
+
+
+# ---------------------------------------------------------------------------- plain COCO files
+# A COCO keypoints file read as it is (names in text form, no vocabulary mapping): training
+# sources (unipose_train/dataset.py) and unipose-eval ground truth. The converter above maps a
+# dataset's file onto the UniKPT vocabulary instead; both start from check_coco_sections.
+
+def check_coco_sections(data: Any, path: Path) -> None:
+    """ConversionError unless `data` has the lists 'categories', 'images' and 'annotations'."""
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list)
+                                             for k in ("categories", "images", "annotations")):
+        have = ", ".join(sorted(data)) if isinstance(data, dict) else type(data).__name__
+        raise ConversionError(f"{path}: not a COCO keypoints file: it needs the lists 'categories', 'images' "
+                              f"and 'annotations' (found: {have or 'nothing'})")
+
+
+def coco_to_unikpt(data: dict, path: Path, images_root: Optional[str], name: Optional[str]) -> UniKPT:
+    """A plain COCO keypoints file as UniKPT: names in text form, flip pairs from the names.
+
+    A file that is not COCO keypoints (a missing section or field, a value of the wrong type, a
+    keypoint list that is not x, y, v triples or not one per category keypoint) raises
+    UniKPTError naming the file and the entry.
+    """
+    check_coco_sections(data, path)
+    cats = _read_entries(path, data, "categories", _coco_category)
+    sizes = {c.id: len(c.keypoints) for c in cats}
+    images = _read_entries(path, data, "images", _coco_image)
+    insts = _read_entries(path, data, "annotations", lambda a: _coco_instance(a, sizes))
+    root = images_root if images_root is not None else ""
+    return UniKPT(dataset=name or path.stem, images=images, instances=insts, categories=cats,
+                  images_root=str(root), path=path)
+
+
+def _read_entries(path: Path, data: dict, section: str, read) -> list:
+    """`read` applied to each entry of data[section]; an entry it cannot read is named in the error
+    ('annotations[12] (id 345): missing field 'bbox'')."""
+    out = []
+    for i, entry in enumerate(data[section]):
+        try:
+            out.append(read(entry))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            ident = entry.get("id") if isinstance(entry, dict) else None
+            what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+            raise UniKPTError(f"{path}: not a valid COCO keypoints file: {section}[{i}]"
+                              + (f" (id {ident})" if ident is not None else "") + f": {what}") from e
+    return out
+
+
+def _coco_category(c: dict) -> Category:
+    raw = list(c.get("keypoints", []))
+    skel = [tuple(p) for p in c.get("skeleton", [])]
+    if skel and min(min(p) for p in skel) >= 1 and max(max(p) for p in skel) == len(raw):
+        skel = [(i - 1, j - 1) for i, j in skel]   # COCO's skeleton is 1-based
+    from ...augment import infer_flip_pairs  # the trainer's left/right rule (torch-free import kept lazy)
+    flips = [tuple(p) for p in c.get("flip_pairs", [])] or infer_flip_pairs(raw)
+    return Category(id=int(c["id"]), name=" ".join(str(c["name"]).replace("_", " ").lower().split()),
+                    keypoints=[canonical_keypoint_name(k) for k in raw], skeleton=skel, flip_pairs=flips,
+                    sigmas=c.get("sigmas"), supercategory=c.get("supercategory", ""))
+
+
+def _coco_image(im: dict) -> Image:
+    return Image(id=int(im["id"]), file_name=im["file_name"], width=int(im["width"]),
+                 height=int(im["height"]), style=im.get("style"))
+
+
+def _coco_instance(a: dict, sizes: Dict[int, int]) -> Instance:
+    """sizes: keypoints per category id (an annotation with keypoints must have that many)."""
+    k = a.get("keypoints") or []
+    if len(k) % 3:
+        raise ValueError(f"'keypoints' holds {len(k)} numbers, not x, y, v triples")
+    size = sizes.get(int(a["category_id"]))
+    if k and size is not None and len(k) != 3 * size:
+        raise ValueError(f"{len(k) // 3} keypoints, but its category {a['category_id']} names {size}")
+    return Instance(id=int(a["id"]), image_id=int(a["image_id"]), category_id=int(a["category_id"]),
+                    keypoints=np.asarray(k, dtype=np.float64).reshape(-1, 3),
+                    bbox=tuple(float(v) for v in a["bbox"]), area=float(a.get("area", 0.0)),
+                    iscrowd=int(a.get("iscrowd", 0)))
