@@ -218,6 +218,8 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+        if self.batch_in_epoch >= self.sampler.batches_per_epoch:  # shorter epochs now: the next one
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         s = ckpt["sampler"]
         if s["world_size"] * s["batch_size"] != self.world_size * self.cfg.data.batch_size:
             log.warning("global batch changed since the checkpoint (%d -> %d): data order will differ",
