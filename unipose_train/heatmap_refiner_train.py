@@ -235,22 +235,11 @@ def pck_on_patches(model, patches: Sequence[ObjectPatch], spec, names, threshold
 
 # ---------------------------------------------------------------------------- training
 
-def train(cfg: RefinerTrainConfig) -> Dict:
-    import torch
-    import torch.nn.functional as F
-
-    from unipose_model.heatmap_codec import encode_heatmaps
-    from unipose_model.heatmap_refiner import HeatmapRefiner, HeatmapRefinerSpec
+def prepare_patches(cfg: RefinerTrainConfig):
+    """(spec, keypoint names, training patches, validation patches) for the config's category."""
+    from unipose_model.heatmap_refiner import HeatmapRefinerSpec
 
     from .dataset import load_source
-
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
-    torch.manual_seed(cfg.run.seed)
-    rng = np.random.default_rng(cfg.run.seed)
-    out_dir = Path(cfg.run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
 
     train_sources = [load_source(s) for s in cfg.data.train]
     val_sources = [load_source(s) for s in cfg.data.val]
@@ -265,6 +254,38 @@ def train(cfg: RefinerTrainConfig) -> Dict:
         raise ValueError(f"the training sources have no labelled {category!r} object")
     log.info("%d training objects, %d validation objects, keypoints: %s", len(train_patches), len(val_patches),
              ", ".join(names))
+    return spec, names, train_patches, val_patches
+
+
+def training_batch(patches: Sequence[ObjectPatch], weights: np.ndarray, spec, names, cfg: RefinerTrainConfig, rng):
+    """(crops (B, 1, S, S), target heatmaps (B, K, S/2, S/2)) of objects drawn by weight, augmented."""
+    import torch
+
+    from unipose_model.heatmap_codec import encode_heatmaps
+
+    picks = rng.choice(len(patches), size=cfg.optim.batch_size, p=weights)
+    crops, targets = [], []
+    for i in picks:
+        crop, xy, vis, _ = make_sample(patches[i], spec, cfg.augment, rng, names)
+        crops.append(crop)
+        targets.append(encode_heatmaps(xy, vis, spec.input_size, spec.heatmap_size, cfg.augment.sigma))
+    return torch.from_numpy(np.stack(crops))[:, None], torch.from_numpy(np.stack(targets))
+
+
+def train(cfg: RefinerTrainConfig) -> Dict:
+    import torch
+    import torch.nn.functional as F
+
+    from unipose_model.heatmap_refiner import HeatmapRefiner
+
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+    torch.manual_seed(cfg.run.seed)
+    rng = np.random.default_rng(cfg.run.seed)
+    out_dir = Path(cfg.run.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    spec, names, train_patches, val_patches = prepare_patches(cfg)
     weights = np.array([p.weight for p in train_patches])
     weights /= weights.sum()
 
@@ -293,14 +314,8 @@ def train(cfg: RefinerTrainConfig) -> Dict:
     t0 = time.perf_counter()
     model.train()
     for step in range(1, steps + 1):
-        picks = rng.choice(len(train_patches), size=cfg.optim.batch_size, p=weights)
-        crops, targets = [], []
-        for i in picks:
-            crop, xy, vis, _ = make_sample(train_patches[i], spec, cfg.augment, rng, names)
-            crops.append(crop)
-            targets.append(encode_heatmaps(xy, vis, spec.input_size, spec.heatmap_size, cfg.augment.sigma))
-        x = torch.from_numpy(np.stack(crops))[:, None].to(device)
-        y = torch.from_numpy(np.stack(targets)).to(device)
+        x, y = training_batch(train_patches, weights, spec, names, cfg, rng)
+        x, y = x.to(device), y.to(device)
         # peaks are 1 on a background of 0: scaled so the loss reads in units of ~1
         loss = F.mse_loss(model(x), y) * 1000.0
         opt.zero_grad(set_to_none=True)
@@ -326,20 +341,29 @@ def train(cfg: RefinerTrainConfig) -> Dict:
                 writer.add_scalar("val/pck@0.2", score["pck"], step)
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - t0
-    path = out_dir / "refiner.pth"
-    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec.to_dict(), "step": steps,
-                "config": cfg.to_dict(), "train_seconds": round(seconds, 1)}, path)
-    result = {"checkpoint": str(path), "steps": steps, "train_seconds": round(seconds, 1),
-              "train_objects": len(train_patches), "val_objects": len(val_patches), "history": history,
-              # mean of the first and of the last (up to) 20 steps' losses
-              "loss_first": round(float(np.mean(losses[:20])), 4), "loss_last": round(float(np.mean(losses[-20:])), 4)}
+    result = _save(model, spec, cfg, out_dir, time.perf_counter() - t0, losses, history,
+                   len(train_patches), len(val_patches))
     if val_patches:
         result["val"] = pck_on_patches(model, val_patches, spec, names, device=device)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2))
     if writer is not None:
         writer.close()
     return result
+
+
+def _save(model, spec, cfg: RefinerTrainConfig, out_dir: Path, seconds: float, losses, history,
+          n_train: int, n_val: int) -> Dict:
+    """refiner.pth (what model_export --heatmap-refiner reads) and the run's summary."""
+    import torch
+
+    steps = cfg.optim.steps
+    path = out_dir / "refiner.pth"
+    torch.save({"model": {k: v.cpu() for k, v in model.state_dict().items()}, "spec": spec.to_dict(), "step": steps,
+                "config": cfg.to_dict(), "train_seconds": round(seconds, 1)}, path)
+    return {"checkpoint": str(path), "steps": steps, "train_seconds": round(seconds, 1),
+            "train_objects": n_train, "val_objects": n_val, "history": history,
+            # mean of the first and of the last (up to) 20 steps' losses
+            "loss_first": round(float(np.mean(losses[:20])), 4), "loss_last": round(float(np.mean(losses[-20:])), 4)}
 
 
 def main(argv=None) -> int:

@@ -75,10 +75,17 @@ def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
     spec = builder.vocab.dataset(dataset)
     builder.data.info["source_info"] = data.get("info") if isinstance(data.get("info"), dict) else {}
 
+    df2_offsets = np.cumsum([0] + [len(builder.vocab.get_set(s)) for s in DEEPFASHION2_ORDER])
+    cat_map, bad_category = _map_categories(data, builder, dataset, spec, df2_offsets)
+    image_map = _add_images(data, builder, dataset)
+    _add_annotations(data, builder, dataset, spec, cat_map, bad_category, image_map, df2_offsets)
+
+
+def _map_categories(data: dict, builder: Builder, dataset: str, spec, df2_offsets) -> tuple[dict, dict]:
+    """source category id -> (unified id, keypoint slice or None); and the rejected ones -> why."""
     # --- categories: source id -> (unified id, keypoint slice)
     cat_map: dict[int, tuple[int, slice | None]] = {}
     bad_category: dict[int, str] = {}
-    df2_offsets = np.cumsum([0] + [len(builder.vocab.get_set(s)) for s in DEEPFASHION2_ORDER])
     for c in data["categories"]:
         cid = int(c["id"])
         n_src = len(c.get("keypoints") or [])
@@ -115,7 +122,11 @@ def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
         cat_map[cid] = (builder.category_from_set(_unified_category_name(name), set_id, category_id=cid,
                                                   supercategory=spec.supercategory, style=spec.style,
                                                   taxonomy=taxonomy, source_name=name), None)
+    return cat_map, bad_category
 
+
+def _add_images(data: dict, builder: Builder, dataset: str) -> dict:
+    """source image id -> builder image id."""
     # --- images
     image_map: dict[int, int | None] = {}
     for im in data["images"]:
@@ -124,7 +135,11 @@ def convert_coco_like(src: Path, builder: Builder, dataset: str) -> None:
             style = category_name(str(im.get("category", ""))) or None
         image_map[int(im["id"])] = builder.image(im["file_name"], im.get("width"), im.get("height"),
                                                  image_id=int(im["id"]), style=style)
+    return image_map
 
+
+def _add_annotations(data: dict, builder: Builder, dataset: str, spec, cat_map: dict, bad_category: dict,
+                     image_map: dict, df2_offsets) -> None:
     # --- annotations
     ak_categories: dict[str, int] = {}
     for a in data["annotations"]:
