@@ -38,7 +38,7 @@ def swap_left_right(text: str) -> str:
     return _LR.sub(lambda m: _LR_SWAP[m.group(0)], text)
 
 
-def _lr_key(name: str) -> Tuple[str, str] | None:
+def left_right_key(name: str) -> Tuple[str, str] | None:
     """(side, name with its side marker blanked) or None when `name` has no side."""
     m = _LR.search(name)
     if m:
@@ -55,13 +55,13 @@ def infer_flip_pairs(names: Sequence[str]) -> List[Tuple[int, int]]:
     "wingL"/"wingR", "l_ankle"/"r_ankle"); for annotation files that give none."""
     lefts, rights = {}, {}
     for i, n in enumerate(names):
-        key = _lr_key(n)
+        key = left_right_key(n)
         if key:
             (lefts if key[0] == "left" else rights)[key[1]] = i
     return sorted((lefts[k], rights[k]) for k in lefts if k in rights)
 
 
-def _copy(ann: Annotation) -> Annotation:
+def copy_annotation(ann: Annotation) -> Annotation:
     out = dict(ann)
     out["boxes"] = np.array(ann["boxes"], dtype=np.float64).reshape(-1, 4)
     out["keypoints"] = np.array(ann["keypoints"], dtype=np.float64).reshape(len(out["boxes"]), -1, 3)
@@ -73,7 +73,7 @@ def _copy(ann: Annotation) -> Annotation:
 
 def hflip(image: np.ndarray, ann: Annotation) -> Tuple[np.ndarray, Annotation]:
     """Mirror the image; x -> W - x (continuous pixel coordinates, as DETR's boxes)."""
-    out = _copy(ann)
+    out = copy_annotation(ann)
     W = image.shape[1]
     boxes = out["boxes"]
     out["boxes"] = np.stack((W - boxes[:, 2], boxes[:, 1], W - boxes[:, 0], boxes[:, 3]), -1)
@@ -93,7 +93,7 @@ def resize(image: np.ndarray, ann: Annotation, short: int, max_size: int | None)
     """DETR resize rule (the model's own preprocessing rule): short side -> `short`, long <= max_size."""
     h, w = image.shape[:2]
     nh, nw = compute_resize(w, h, short, max_size)
-    out = _copy(ann)
+    out = copy_annotation(ann)
     if (nh, nw) == (h, w):
         return image, out
     sx, sy = nw / w, nh / h
@@ -107,7 +107,7 @@ def resize(image: np.ndarray, ann: Annotation, short: int, max_size: int | None)
 def crop(image: np.ndarray, ann: Annotation, top: int, left: int, height: int, width: int
          ) -> Tuple[np.ndarray, Annotation]:
     """Cut a window; boxes are clipped, empty boxes dropped, keypoints outside become unlabelled."""
-    out = _copy(ann)
+    out = copy_annotation(ann)
     shift = np.array([left, top, left, top], dtype=np.float64)
     boxes = out["boxes"] - shift
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
@@ -147,7 +147,7 @@ def rotate(image: np.ndarray, ann: Annotation, degrees: float, stretch: float = 
     box of their moved corners, clipped to the image. Neither step changes an object's
     handedness, so left/right names stay. Keypoints moved out of the canvas become unlabelled.
     """
-    out = _copy(ann)
+    out = copy_annotation(ann)
     h, w = image.shape[:2]
     M = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), degrees, 1.0)
     if stretch != 1.0:

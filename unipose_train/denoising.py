@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import generalized_box_iou
 
-from .losses import _full, sigmoid_focal_loss
+from .losses import full_precision, sigmoid_focal_loss
 from .matcher import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh
 
 
@@ -120,14 +120,14 @@ def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: Denoisi
     for out in dn_outputs:
         logits = out["pred_logits"]
         B, D, N = logits.shape
-        cls_target = torch.zeros_like(_full(logits))
+        cls_target = torch.zeros_like(full_precision(logits))
         cls_target[b_idx, q_idx, gt_labels] = 1.0
         cols = torch.isfinite(logits)
         if instance_valid is not None:
             cols = cols & instance_valid[:, None, :N].to(logits.device)
         rows = queries.valid[:, :, None]
         cls = sigmoid_focal_loss(logits, cls_target, cols & rows, weights.focal_alpha, weights.focal_gamma) / num_boxes
-        pred = _full(out["pred_boxes"])[b_idx, q_idx]
+        pred = full_precision(out["pred_boxes"])[b_idx, q_idx]
         gt = gt_boxes.to(pred) if len(b_idx) else pred
         l1 = F.l1_loss(pred, gt, reduction="sum") / num_boxes
         giou = (1 - torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))).sum() / num_boxes

@@ -41,7 +41,7 @@ class LossWeights:
     focal_gamma: float = 2.0
 
 
-def _full(x: torch.Tensor) -> torch.Tensor:
+def full_precision(x: torch.Tensor) -> torch.Tensor:
     """At least float32 (autocast outputs may be half precision); float64 stays float64."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -50,7 +50,7 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, valid: torch
                        alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
     """Sum of the element-wise sigmoid focal loss over `valid` elements (invalid ones may be -inf)."""
     valid = valid.expand_as(logits)
-    x = _full(logits)
+    x = full_precision(logits)
     x = torch.where(valid, x, torch.zeros_like(x))
     t = targets.to(x.dtype)
     p = x.sigmoid()
@@ -100,7 +100,7 @@ class SetCriterion:
         B, Q, N = logits.shape
         dev = logits.device
         # --- prompt-to-object: each query vs every prompt row; matched queries target their class
-        cls_target = torch.zeros(B, Q, N, device=dev, dtype=_full(logits).dtype)
+        cls_target = torch.zeros(B, Q, N, device=dev, dtype=full_precision(logits).dtype)
         for b, (qi, ti) in enumerate(indices):
             cls_target[b, qi.to(dev), targets[b]["labels"][ti].to(dev)] = 1.0
         col_valid = torch.isfinite(logits) if instance_valid is None else instance_valid[:, None, :N].to(dev)
@@ -110,7 +110,7 @@ class SetCriterion:
         # --- boxes of matched pairs
         pred_boxes = torch.cat([out["pred_boxes"][b, qi.to(dev)] for b, (qi, _) in enumerate(indices)])
         tgt_boxes = torch.cat([targets[b]["boxes"][ti].to(dev) for b, (_, ti) in enumerate(indices)])
-        pred_boxes = _full(pred_boxes)
+        pred_boxes = full_precision(pred_boxes)
         tgt_boxes = tgt_boxes.to(pred_boxes.dtype)
         losses["bbox"] = F.l1_loss(pred_boxes, tgt_boxes, reduction="sum") / num_boxes
         if len(pred_boxes):
@@ -135,7 +135,7 @@ class SetCriterion:
                 continue
             K = t["keypoints"].shape[1]
             qi = qi.to(dev)
-            pred = _full(out["pred_keypoints"][b, qi, :K])
+            pred = full_precision(out["pred_keypoints"][b, qi, :K])
             gt = t["keypoints"][ti].to(dev, pred.dtype)
             vis = (t["visibility"][ti].to(dev) > 0).to(pred.dtype)
             l1 = l1 + ((pred - gt).abs().sum(-1) * vis).sum() / num_boxes
@@ -146,7 +146,7 @@ class SetCriterion:
                 oks = oks + (1 - o).sum() / num_boxes
             if kpt_logits is not None:
                 # prompt-to-keypoint: keypoint query j of a matched object should pick prompt j
-                lg = _full(kpt_logits[b, qi, :K, :K])
+                lg = full_precision(kpt_logits[b, qi, :K, :K])
                 if keypoint_valid is not None:
                     cols = keypoint_valid[b, :K].to(dev)[None, None, :]
                 else:
@@ -173,7 +173,7 @@ class SetCriterion:
             layers.append((f"_{i}", aux, self.w.aux))
         if "enc_outputs" in outputs:
             layers.append(("_enc", outputs["enc_outputs"], self.w.enc))
-        total = _full(outputs["pred_logits"]).new_zeros(())
+        total = full_precision(outputs["pred_logits"]).new_zeros(())
         terms: Dict[str, float] = {}
         for suffix, out, mult in layers:
             for name, value in self.layer_losses(out, targets, num_boxes, instance_valid, keypoint_valid).items():

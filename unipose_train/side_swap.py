@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .augment import Annotation, _copy, _lr_key, box_hugs_keypoints
+from .augment import Annotation, copy_annotation, left_right_key, box_hugs_keypoints
 
 # Donor and target must be the same size to within this factor (after alignment).
 MAX_SCALE_CHANGE = 1.35
@@ -41,7 +41,7 @@ def keypoint_sides(names: Sequence[str], flip_pairs: Sequence[Tuple[int, int]]
     comes from its names ("wingL", "left eye"), else the pair's order (i: left, j: right)."""
     left, right = [], []
     for i, j in flip_pairs:
-        side = _lr_key(names[i])
+        side = left_right_key(names[i])
         if side is not None and side[0] == "right":
             i, j = j, i
         left.append(int(i))
@@ -181,7 +181,7 @@ def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.n
     wgt = weight[..., None] if patch.ndim == 3 else weight
     out_image[y0:y1, x0:x1] = np.clip(patch * (1 - wgt) + warped * wgt + 0.5, 0, 255).astype(image.dtype)
 
-    out = _copy(ann)
+    out = copy_annotation(ann)
     kpts = out["keypoints"]
     new = tk.copy()
     new[swapped] = moved[swapped]

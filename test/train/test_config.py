@@ -37,7 +37,8 @@ def test_every_shipped_config_is_listed_and_loads():
 
 @pytest.mark.parametrize("name", sorted(BEFORE))
 def test_shipped_config_resolves_as_before(name):
-    want = json.loads(json.dumps(BEFORE[name]).replace("<repo>/", f"{REPO}/").replace("<data_root>/", f"{SHARED.resolve()}/"))
+    text = json.dumps(BEFORE[name]).replace("<repo>/", f"{REPO}/").replace("<data_root>/", f"{SHARED.resolve()}/")
+    want = json.loads(text)
     assert resolved(name) == want
 
 
@@ -87,7 +88,8 @@ def test_shipped_config_by_name(tmp_path, monkeypatch):
     # a user config building on a shipped one
     mine = write(tmp_path / "mine.yaml", "_base_: fly_tiny.yaml\noptim: {max_steps: 7}\n")
     cfg = load_config(str(mine), data_root=str(SHARED))
-    assert cfg.optim.max_steps == 7 and cfg.data.train[0].ann == str(SHARED.resolve() / "data/lab/fly_clip/clip_keypoints_coco.json")
+    assert cfg.optim.max_steps == 7
+    assert cfg.data.train[0].ann == str(SHARED.resolve() / "data/lab/fly_clip/clip_keypoints_coco.json")
 
 
 def test_data_root_option_variable_and_default(tmp_path, monkeypatch):

@@ -255,7 +255,7 @@ class UniKPT:
             if im.width <= 0 or im.height <= 0:
                 issues.append(Issue(where, f"image {im.id}", "bad_image",
                                     f"size {im.width}x{im.height}"))
-            if check_images and not _media_exists(self.image_path(im)):
+            if check_images and not media_exists(self.image_path(im)):
                 issues.append(Issue(where, f"image {im.id}", "missing_image",
                                     f"{self.image_path(im)} does not exist"))
         seen: set[int] = set()
@@ -309,7 +309,7 @@ def check_instance(kpts: np.ndarray, bbox: Iterable[float] | None, num_keypoints
     return None
 
 
-def _media_exists(path: Path) -> bool:
+def media_exists(path: Path) -> bool:
     """A file, or a video frame reference 'clip.mp4#frame=N' whose video exists."""
     from unipose_model.media import MediaError, split_frame_reference
 

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from .base import Builder, ConversionError, relative_name, category_name
-from .w300 import _image_for, read_pts
+from .w300 import image_for_points, read_pts
 
 
 def species_of(path: Path, root: Path) -> str:
@@ -36,7 +36,7 @@ def convert_animalweb(src: Path, builder: Builder) -> None:
         species = species_of(path, root)
         cat = builder.category_from_set(f"{species} face", spec.set, supercategory="animal face",
                                         style=spec.style, source_name=species)
-        image = _image_for(path)
+        image = image_for_points(path)
         if image is None:
             builder.report(path.name, "missing_image", f"no image next to {path}", file=str(path))
             continue

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..format import Category, Image, Instance, Issue, UniKPT, UniKPTError, _media_exists, check_instance
+from ..format import Category, Image, Instance, Issue, UniKPT, UniKPTError, media_exists, check_instance
 from ..vocabulary import UniKPTVocabulary, normalize_name
 
 __all__ = ["Builder", "ConversionResult", "ConversionError", "bbox_from_keypoints", "image_size",
@@ -214,7 +214,7 @@ class Builder:
         for start in range(len(parts)):
             for folder in ("", "images/"):  # COCO-style trees keep images in images/
                 candidate = folder + "/".join(parts[start:])
-                if _media_exists(self.images_root / candidate):
+                if media_exists(self.images_root / candidate):
                     return candidate
         return None
 

@@ -49,7 +49,7 @@ def read_ljson(path: Path, num_points: int = 68) -> np.ndarray:
     raise ConversionError(f"{path}: no landmark group with {num_points} points")
 
 
-def _image_for(path: Path) -> Path | None:
+def image_for_points(path: Path) -> Path | None:
     for suffix in IMAGE_SUFFIXES:
         candidate = path.with_suffix(suffix)
         if candidate.exists():
@@ -67,7 +67,7 @@ def convert_300w_files(src: Path, builder: Builder) -> None:
         except (ConversionError, ValueError, KeyError, json.JSONDecodeError) as e:
             builder.report(path.name, "unreadable", str(e), file=str(path))
             continue
-        image = _image_for(path)
+        image = image_for_points(path)
         if image is None:
             builder.report(path.name, "missing_image", f"no image next to {path}", file=str(path))
             continue
