@@ -134,3 +134,18 @@ def denoising_losses(dn_outputs: List[Dict[str, torch.Tensor]], queries: Denoisi
         for name, value, w in (("dn_cls", cls, weights.cls), ("dn_bbox", l1, weights.bbox), ("dn_giou", giou, weights.giou)):
             totals[name] = totals.get(name, 0) + value * w
     return totals
+
+
+def step_denoising_queries(cfg: DenoisingConfig, targets, inst_valid: torch.Tensor, labelbook: int, run_seed: int,
+                           step: int, rank: int) -> Optional[DenoisingQueries]:
+    """DN queries for one training step's batch. Their noise comes from a generator seeded by
+    (run seed, step, rank), not from the global RNG (which DataLoader iterators also draw from):
+    a resumed run draws exactly the noise the uninterrupted run drew at that step."""
+    if cfg.number <= 0:
+        return None
+    num_classes = inst_valid.sum(1).tolist()
+    if max(num_classes, default=0) > labelbook:
+        raise ValueError(f"a batch has {max(num_classes)} prompt classes; the model's denoising label "
+                         f"table has {labelbook}")
+    seed = (int(run_seed) * 1_000_003 + int(step)) * 131 + int(rank)
+    return build_denoising_queries(targets, num_classes, cfg, torch.Generator().manual_seed(seed % 2 ** 63))

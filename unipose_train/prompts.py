@@ -125,3 +125,35 @@ def negative_pool(mode: str, sources) -> List[str]:
         return UniKPTVocabulary.load().category_names()
     return [c.name for ds in sources for c in ds.categories]
 
+
+def mix_visual_prompts(model, supports, inst, kpt, device, dtype):
+    """Samples with a support get the visual prompt encoder's features for their keypoint
+    category (its class column and the keypoint slots), alone or averaged with the text ones.
+    inst (B, C, D) and kpt (B, K, D): the batch's text prompt features."""
+    import torch
+
+    rows = [b for b, s in enumerate(supports or ()) if s is not None]
+    if not rows:
+        return inst, kpt
+    sup = [supports[b] for b in rows]
+    K = max(len(s["visible"]) for s in sup)
+    images = torch.stack([s["image"] for s in sup]).to(device, dtype)
+    xy = torch.zeros(len(sup), K, 2)
+    visible = torch.zeros(len(sup), K, dtype=torch.bool)
+    valid = torch.zeros(len(sup), K, dtype=torch.bool)
+    for i, s in enumerate(sup):
+        k = len(s["visible"])
+        xy[i, :k], visible[i, :k], valid[i, :k] = s["keypoints"], s["visible"], True
+    # Outside the DDP forward, but DDP still reduces these gradients: the encoder's outputs
+    # feed the wrapped forward, so its parameters are reached from the loss (the DDP test
+    # with visual prompts checks it).
+    v_inst, v_kpt = model.encode_visual_prompt(images, xy.to(device, dtype), visible.to(device), valid.to(device))
+    inst, kpt = inst.to(device, dtype).clone(), kpt.to(device, dtype).clone()
+    for i, (b, s) in enumerate(zip(rows, sup)):
+        k, c = len(s["visible"]), s["class_index"]
+        vi, vk = v_inst[i], v_kpt[i, :k]
+        if s["with_text"]:
+            vi, vk = (vi + inst[b, c]) / 2, (vk + kpt[b, :k]) / 2
+        inst[b, c] = vi
+        kpt[b, :k] = vk
+    return inst, kpt

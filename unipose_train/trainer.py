@@ -34,13 +34,13 @@ from .checkpointing import (atomic_save, latest_checkpoint, read_resume_checkpoi
                             rng_state, save_training_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .dataset import BalancedSampler, KeypointDataset, collate, expand_index_sources, load_source
-from .denoising import DenoisingQueries, build_denoising_queries, denoising_losses
+from .denoising import denoising_losses, step_denoising_queries
 from .label_checks import check_training_labels
 from .losses import SetCriterion, global_num_boxes
 from .matcher import HungarianMatcher
 from .model_export import model_file_entries
 from .optimisation import build_optimizer, freeze
-from .prompts import PromptBuilder, negative_pool
+from .prompts import PromptBuilder, mix_visual_prompts, negative_pool
 from .run_log import RunLog, trim_log
 from .text_features import build_table
 from .validation import validation_metrics
@@ -245,8 +245,9 @@ class Trainer:
         images = batch["images"].to(self.device, self.dtype, non_blocking=True)
         masks = batch["masks"].to(self.device, non_blocking=True)
         targets = [{k: v.to(self.device) for k, v in t.items()} for t in batch["targets"]]
-        inst, kpt = self._apply_visual_prompts(batch.get("supports"), inst, kpt)
-        dn = self._denoising_queries(targets, inst_valid)
+        inst, kpt = mix_visual_prompts(self.model, batch.get("supports"), inst, kpt, self.device, self.dtype)
+        dn = step_denoising_queries(self.cfg.denoising, targets, inst_valid, self.model.config.dn_labelbook_size,
+                                    self.cfg.run.seed, self.step, self.rank)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             out = self.ddp(images, masks, inst.to(self.dtype), kpt.to(self.dtype), kpt_valid, aux=True,
                            instance_valid=inst_valid, denoising=None if dn is None else dn.model_input())
@@ -273,51 +274,6 @@ class Trainer:
         terms["loss"] = float(loss.detach())
         terms["grad_norm"] = float(grad_norm)
         return terms
-
-    def _apply_visual_prompts(self, supports, inst: torch.Tensor, kpt: torch.Tensor):
-        """Samples with a support get the visual prompt encoder's features for their keypoint
-        category (its class column and the keypoint slots), alone or averaged with the text ones."""
-        rows = [b for b, s in enumerate(supports or ()) if s is not None]
-        if not rows:
-            return inst, kpt
-        sup = [supports[b] for b in rows]
-        K = max(len(s["visible"]) for s in sup)
-        images = torch.stack([s["image"] for s in sup]).to(self.device, self.dtype)
-        xy = torch.zeros(len(sup), K, 2)
-        visible = torch.zeros(len(sup), K, dtype=torch.bool)
-        valid = torch.zeros(len(sup), K, dtype=torch.bool)
-        for i, s in enumerate(sup):
-            k = len(s["visible"])
-            xy[i, :k], visible[i, :k], valid[i, :k] = s["keypoints"], s["visible"], True
-        # Outside the DDP forward, but DDP still reduces these gradients: the encoder's outputs
-        # feed the wrapped forward, so its parameters are reached from the loss (the DDP test
-        # with visual prompts checks it).
-        v_inst, v_kpt = self.model.encode_visual_prompt(images, xy.to(self.device, self.dtype),
-                                                        visible.to(self.device), valid.to(self.device))
-        inst, kpt = inst.to(self.device, self.dtype).clone(), kpt.to(self.device, self.dtype).clone()
-        for i, (b, s) in enumerate(zip(rows, sup)):
-            k, c = len(s["visible"]), s["class_index"]
-            vi, vk = v_inst[i], v_kpt[i, :k]
-            if s["with_text"]:
-                vi, vk = (vi + inst[b, c]) / 2, (vk + kpt[b, :k]) / 2
-            inst[b, c] = vi
-            kpt[b, :k] = vk
-        return inst, kpt
-
-    def _denoising_queries(self, targets, inst_valid) -> Optional[DenoisingQueries]:
-        """DN queries for this batch. Their noise comes from a generator seeded by (run seed,
-        step, rank), not from the global RNG (which DataLoader iterators also draw from): a
-        resumed run draws exactly the noise the uninterrupted run drew at that step."""
-        cfg = self.cfg.denoising
-        if cfg.number <= 0:
-            return None
-        num_classes = inst_valid.sum(1).tolist()
-        labelbook = self.model.config.dn_labelbook_size
-        if max(num_classes, default=0) > labelbook:
-            raise ValueError(f"a batch has {max(num_classes)} prompt classes; the model's denoising label "
-                             f"table has {labelbook}")
-        seed = (int(self.cfg.run.seed) * 1_000_003 + int(self.step)) * 131 + int(self.rank)
-        return build_denoising_queries(targets, num_classes, cfg, torch.Generator().manual_seed(seed % 2 ** 63))
 
     def loader(self) -> DataLoader:
         self.sampler.set_state(self.epoch, self.batch_in_epoch)
