@@ -12,7 +12,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from . import config_loader
 from .augment import AugmentConfig
-from .dataset import SourceConfig, VisualPromptSampling
+from .dataset import VisualPromptSampling
+from .sources import SourceConfig
 from .denoising import DenoisingConfig
 from .losses import LossWeights
 from .matcher import MatcherWeights

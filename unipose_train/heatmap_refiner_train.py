@@ -30,7 +30,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from . import config_loader
-from .dataset import SourceConfig
+from .sources import SourceConfig
 
 log = logging.getLogger("unipose.refiner")
 

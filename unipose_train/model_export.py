@@ -137,7 +137,8 @@ def export(src: str, dst: str, *, half: bool = True, config: Optional[str] = Non
 
 def _entries_from_config(config: Optional[str], ckpt: Dict, run_dir: Path) -> Dict[str, Any]:
     from .config import config_from_dict, load_config
-    from .dataset import expand_index_sources, load_source
+    from .dataset import load_source
+    from .sources import expand_index_sources
     from .prompts import negative_pool
     from .text_features import build_table
 

@@ -33,7 +33,8 @@ from .augment import Augmenter
 from .checkpointing import (atomic_save, latest_checkpoint, read_resume_checkpoint, remove_unfinished_saves,
                             rng_state, save_training_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .dataset import BalancedSampler, KeypointDataset, collate, expand_index_sources, load_source
+from .dataset import BalancedSampler, KeypointDataset, collate, load_source
+from .sources import expand_index_sources
 from .denoising import denoising_losses, step_denoising_queries
 from .label_checks import check_training_labels
 from .losses import SetCriterion, global_num_boxes
