@@ -140,7 +140,6 @@ def _build(cls, data: Any, where: str):
     if unknown:
         raise ValueError(f"unknown config key(s) in {where or '<root>'}: {unknown}; known: {sorted(fields)}")
     kwargs = {}
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
     for name, value in data.items():
         sub = _SECTIONS.get((cls.__name__, name))
         if sub is list:  # list of sources
