@@ -1,5 +1,7 @@
 """torch.compile'd inference (unipose_model/compiled.py): the same outputs as the plain model,
 for one keypoint group (forward) and several (encode + decode); a failed compile falls back."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -43,8 +45,13 @@ def test_several_keypoint_groups_go_through_compiled_encode_and_decode(image):
 
 
 def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
+    attempts = {"compile": 0, "run": 0}
+
     def broken(*args, **kwargs):
+        attempts["compile"] += 1
+
         def run(*a, **k):
+            attempts["run"] += 1
             raise torch._dynamo.exc.TorchDynamoException("no C++ compiler here")
         return run
 
@@ -55,7 +62,15 @@ def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
         result = compiled.predict(image, "person")
     _same(plain.predict(image, "person"), result)
     assert compiled._compiled.failed == "TorchDynamoException: no C++ compiler here"
-    compiled.predict(image, "person")   # no second warning, no second attempt
+    assert attempts["run"] == 1, attempts
+    tried = dict(attempts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = compiled.predict(image, "person")
+    # no second warning, no second attempt, and still the plain model's detections
+    assert not [w for w in caught if "torch.compile" in str(w.message)], [str(w.message) for w in caught]
+    assert attempts == tried
+    _same(result, again)
 
 
 def test_compile_is_for_the_pytorch_backend_only():

@@ -159,7 +159,7 @@ def demo(argv: Sequence[str] | None = None) -> int:
 
 
 def _rosbags_missing(prog: str) -> str | None:
-    if importlib.util.find_spec("rosbags") is None:
+    if _import_error("rosbags.rosbag2") is not None:
         from unipose_model.extras import missing_extra_message
         return f"{prog}: " + missing_extra_message("rosbags", "ros", "reading and writing rosbag2 files")
     return None
