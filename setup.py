@@ -64,7 +64,7 @@ setup(
     packages=PACKAGES,
     package_data={"unipose_model.data": ["*.json", "*.jpg", "*.png", "*.txt", "*.pth", "*.mp4"],
                   "unipose_train.data": ["*.json"],
-                  "unipose_train.configs": ["*.yaml"]},
+                  "unipose_train.configs": ["*.yaml", "**/*.yaml"]},  # ** : configs in subfolders too
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",
