@@ -19,8 +19,11 @@ say() { echo "[wheel] $* ($(( SECONDS - START )) s)" >&2; }
 die() { echo "[wheel] FAILED: $*" >&2; exit 1; }
 
 say "building the wheel"
-# --no-build-isolation: the venv's setuptools, so the build needs no download
-"$VENV/bin/python" -m pip wheel "$ROOT" --no-deps --no-build-isolation -q -w "$WORK/dist" > "$WORK/build.log" 2>&1 ||
+# from a copy of the checkout's files (setuptools writes build/ and *.egg-info into the source tree,
+# and .ci/run runs this beside the tests); --no-build-isolation: the venv's setuptools, no download
+mkdir "$WORK/src"
+git -C "$ROOT" ls-files -z --cached --others --exclude-standard | (cd "$ROOT" && xargs -0 cp --parents -t "$WORK/src" 2>/dev/null || true)
+"$VENV/bin/python" -m pip wheel "$WORK/src" --no-deps --no-build-isolation -q -w "$WORK/dist" > "$WORK/build.log" 2>&1 ||
   { cat "$WORK/build.log" >&2; die "pip wheel"; }
 if grep -q "Package would be ignored" "$WORK/build.log"; then
   cat "$WORK/build.log" >&2; die "setuptools warns 'Package would be ignored' (declare the data folder as a package)"
