@@ -127,3 +127,23 @@ def test_version_licence_and_metadata_agree():
     # no upper caps in the declared dependencies (a cap downgrades a user's newer torch)
     requirements = re.findall(r'"([A-Za-z0-9_.\-]+(?:\[[^\]]*\])?[<>=!~][^"]*)"', setup_py)
     assert requirements and not [r for r in requirements if "<" in r], requirements
+
+
+def test_a_missing_extra_is_named_in_one_line(monkeypatch, tmp_path):
+    from unipose_model.extras import MissingExtra, require
+    from unipose_train.unikpt.converters.base import ConversionError
+    from unipose_train.unikpt.converters.sleap import read_slp
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as if not installed
+    with pytest.raises(ConversionError) as err:
+        read_slp(tmp_path / "labels.slp")
+    assert str(err.value) == (f"{tmp_path / 'labels.slp'}: reading SLEAP .slp files needs the 'h5py' package, "
+                              "which is not installed: pip install 'unipose_ros[train]'")
+    with pytest.raises(MissingExtra, match=r"pip install 'unipose_ros\[export\]'"):
+        require("onnx_not_installed_here", "export", "ONNX export")
+    # a package that is there but fails on one of its own imports shows the real cause
+    (tmp_path / "broken_pkg").mkdir()
+    (tmp_path / "broken_pkg" / "__init__.py").write_text("import missing_dependency_of_broken_pkg\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="missing_dependency_of_broken_pkg"):
+        require("broken_pkg", "train", "x")

@@ -41,7 +41,7 @@ def _read_csv(path: Path) -> tuple[list[list[str]], list[tuple[str, np.ndarray]]
 
 
 def _read_h5(path: Path, n_columns: int) -> list[tuple[str, np.ndarray]]:
-    h5py = require("h5py", "train", f"{path}: DeepLabCut .h5 labels", ConversionError)
+    h5py = require("h5py", "train", f"{path}: reading DeepLabCut .h5 labels", ConversionError)
 
     with h5py.File(path, "r") as fh:
         table = fh.get("df_with_missing/table")

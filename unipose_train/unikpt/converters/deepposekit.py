@@ -23,7 +23,7 @@ from .base import Builder, ConversionError
 def convert_deepposekit(src: Path, builder: Builder, dataset: str, frames_dir: Path | None = None,
                         annotated_only: bool = False) -> None:
     import cv2
-    h5py = require("h5py", "train", f"{src}: DeepPoseKit .h5 files", ConversionError)
+    h5py = require("h5py", "train", f"{src}: reading DeepPoseKit .h5 files", ConversionError)
 
     spec = builder.vocab.dataset(dataset)
     ks = builder.vocab.get_set(spec.set)

@@ -39,7 +39,7 @@ def _node_index(ref: Any) -> int:
 
 def read_slp(path: Path) -> dict[str, Any]:
     """The parts of a .slp file the converter needs, as plain python/numpy."""
-    h5py = require("h5py", "train", f"{path}: SLEAP .slp files", ConversionError)
+    h5py = require("h5py", "train", f"{path}: reading SLEAP .slp files", ConversionError)
 
     try:
         fh = h5py.File(path, "r")
