@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -77,7 +76,6 @@ def make_inputs(height: int, width: int, path: Path):
 
 
 def postprocess(logits, boxes, keypoints, k, threshold=0.1, iou=0.9):
-    import torch
     from torchvision.ops import nms, box_convert
     scores = logits.sigmoid()[0].max(-1)[0]
     keep = scores > threshold
@@ -244,7 +242,7 @@ def main(argv=None):
 
 
 def markdown(results, threads) -> str:
-    lines = [f"| input | variant | backbone | encoder | decoder | other | forward | postprocess | peak RSS (MiB) | max abs diff (logits / boxes / kpts) |",
+    lines = ["| input | variant | backbone | encoder | decoder | other | forward | postprocess | peak RSS (MiB) | max abs diff (logits / boxes / kpts) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         m = r["median_s"]

@@ -1,4 +1,4 @@
-"""ONNX export + the onnxruntime backend against the PyTorch model, on real images of three sizes.
+"""ONNX export + the onnxruntime backend against the PyTorch model, on real images (two input sizes).
 
 Tolerances (float32, the same limits as the official-parity fixtures): logits 1e-3 absolute,
 boxes and keypoints 1e-5 absolute (normalised coordinates). Observed: ~1e-5 / ~2e-7.
@@ -25,7 +25,7 @@ from unipose_model.text_encoder import HashTextEncoder  # noqa: E402
 from shared_paths import DATA  # noqa: E402
 
 SAMPLES = DATA / "samples"
-# three real photos whose tiny-model inputs (short side 256, long side <= 384) all differ
+# real photos whose tiny-model inputs (short side 256, long side <= 384) differ
 IMAGES = [SAMPLES / "coco" / "000000000785.jpg", SAMPLES / "fly" / "1400.jpg",
           SAMPLES / "ap10k" / "000000000004.jpg"]
 LOGITS_TOL, COORD_TOL = 1e-3, 1e-5
@@ -53,8 +53,12 @@ def prompt_features(n, k, seed=0):
 @pytest.mark.slow
 def test_onnxruntime_matches_pytorch_on_three_real_images(tiny, backend):
     sizes = set()
+    first = rgb(IMAGES[0])
     for i, path in enumerate(IMAGES):
-        image = preprocess_image(rgb(path), short_side=256, max_size=384)[None]
+        photo = rgb(path)
+        if i == 2:  # the third photo at the first one's size: its graph is reused with other N and K
+            photo = cv2.resize(photo, first.shape[1::-1], interpolation=cv2.INTER_AREA)
+        image = preprocess_image(photo, short_side=256, max_size=384)[None]
         mask = torch.zeros(1, *image.shape[-2:], dtype=torch.bool)
         sizes.add(tuple(image.shape[-2:]))
         # a different prompt size per image: the graph's N and K are dynamic
@@ -67,10 +71,10 @@ def test_onnxruntime_matches_pytorch_on_three_real_images(tiny, backend):
         assert (out["pred_logits"] - ref["pred_logits"]).abs().max() <= LOGITS_TOL, path.name
         assert (out["pred_boxes"] - ref["pred_boxes"]).abs().max() <= COORD_TOL, path.name
         assert (out["pred_keypoints"] - ref["pred_keypoints"]).abs().max() <= COORD_TOL, path.name
-    assert len(sizes) == 3
+    assert len(sizes) == 2  # two exports (about 35 s each on a 2-core CPU), three prompt sizes
     # one exported file per input size, reused (not re-exported) by a second backend
     files = sorted(backend.cache_dir.glob("*.onnx"))
-    assert len(files) == 3
+    assert len(files) == 2
     stamp = [f.stat().st_mtime_ns for f in files]
     again = OnnxRuntimeBackend(tiny, cache_dir=backend.cache_dir)
     again.session(tuple(sizes)[0])

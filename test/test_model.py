@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from unipose_model import build_model, get_config
 from unipose_model.checkpoint import fill_reference_weights

@@ -345,8 +345,6 @@ class Predictor:
             return prepared
 
     def _prepare(self, prompt) -> PreparedPrompt:
-        from .prompt import parse_prompt  # helper module; imported late to keep import light
-
         if prompt is None:
             raise PredictorError("prompt is None; give e.g. 'person' or 'cat: left eye, nose'")
         max_slots = getattr(self.config, "max_text_slots", 350)

@@ -22,7 +22,6 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -12,13 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from unipose_ros.image_conversion import array_to_compressed, array_to_image
+from unipose_ros.parameters import IMAGE_SOURCE_PARAMETERS, descriptor
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -110,22 +110,9 @@ def camera_info_for(width: int, height: int, fov_deg: float, header) -> CameraIn
 class ImageSourceNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("image_source", **kwargs)
-        declare = self.declare_parameter
-        declare("source", "", ParameterDescriptor(description=(
-            "Video file, image folder or image. Empty: the bundled sample.")))
-        declare("rate", 10.0, ParameterDescriptor(
-            description="Frames per second.",
-            floating_point_range=[FloatingPointRange(from_value=0.1, to_value=1000.0, step=0.0)]))
-        declare("loop", True, ParameterDescriptor(description="Start again at the end."))
-        declare("frame_id", "camera_optical_frame", ParameterDescriptor(description="header.frame_id"))
-        declare("width", 0, ParameterDescriptor(description="Resize to this width (0: keep)."))
-        declare("height", 0, ParameterDescriptor(description="Resize to this height (0: keep)."))
-        declare("fov_deg", 60.0, ParameterDescriptor(description="Horizontal field of view of the "
-                                                                 "published CameraInfo."))
-        declare("publish_compressed", False, ParameterDescriptor(
-            description="Also publish image/compressed (jpeg)."))
-        p = {name: self.get_parameter(name).value for name in
-             ("source", "rate", "loop", "frame_id", "width", "height", "fov_deg", "publish_compressed")}
+        for param in IMAGE_SOURCE_PARAMETERS:
+            self.declare_parameter(param.name, param.default, descriptor(param, lifecycle=False))
+        p = {param.name: self.get_parameter(param.name).value for param in IMAGE_SOURCE_PARAMETERS}
         self.params = p
         source = p["source"] or bundled_sample()
         self.reader = FrameReader(source, loop=p["loop"], width=p["width"], height=p["height"])

@@ -125,9 +125,22 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
 
 BY_NAME = {p.name: p for p in DETECTOR_PARAMETERS}
 
+# image_source is a plain node: every parameter is read once, at start-up.
+IMAGE_SOURCE_PARAMETERS: tuple[Param, ...] = (
+    Param("source", "", "Video file, image folder or image. Empty: the bundled sample."),
+    Param("rate", 10.0, "Frames per second.", range=(0.1, 1000.0)),
+    Param("loop", True, "Start again at the end."),
+    Param("frame_id", "camera_optical_frame", "header.frame_id"),
+    Param("width", 0, "Resize to this width (0: keep)."),
+    Param("height", 0, "Resize to this height (0: keep)."),
+    Param("fov_deg", 60.0, "Horizontal field of view of the published CameraInfo."),
+    Param("publish_compressed", False, "Also publish image/compressed (jpeg)."),
+)
 
-def descriptor(param: Param):
-    """An rcl_interfaces ParameterDescriptor with description and range."""
+
+def descriptor(param: Param, lifecycle: bool = True):
+    """An rcl_interfaces ParameterDescriptor with description and range (`lifecycle`: say which
+    parameters are read only at configure)."""
     from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                     ParameterType)
 
@@ -136,7 +149,7 @@ def descriptor(param: Param):
     text = param.description
     if param.choices:
         text += f" One of: {', '.join(param.choices)}."
-    if not param.runtime:
+    if lifecycle and not param.runtime:
         text += " (Read at configure.)"
     d = ParameterDescriptor(name=param.name, type=kinds[type(param.default)], description=text)
     if param.range is not None:

@@ -2,10 +2,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+from ros_check import ros_missing
 
-from rostest_support import NodeProcess, Probe, ros_args, rclpy  # noqa: F401 - sets the test domain first
+ROS_MISSING = ros_missing()
+if ROS_MISSING:
+    # Without rclpy or the built messages the ROS test modules cannot even be imported: collect
+    # only test_ros_available.py, whose one skip names the cause (a failure in CI: headline).
+    collect_ignore_glob = [p.name for p in Path(__file__).parent.glob("test_*.py") if p.name != "test_ros_available.py"]
+else:
+    from rostest_support import NodeProcess, Probe, ros_args, rclpy  # noqa: F401 - sets the test domain first
 
 
 def pytest_configure(config):

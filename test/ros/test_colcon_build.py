@@ -77,3 +77,8 @@ def test_colcon_build_installs_messages_executables_launch_and_config(colcon_ins
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert str(site) in out.stdout and "KeypointInstanceArray unipose" in out.stdout
+
+    # `ros2 run unipose_ros detector --help` answers and exits instead of starting the node
+    out = subprocess.run([str(colcon_install / "lib" / "unipose_ros" / "detector"), "--help"], cwd="/", env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "ROS parameters of node 'unipose'" in out.stdout, out.stderr[-3000:]

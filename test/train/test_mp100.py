@@ -3,7 +3,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 
 from shared_paths import DATA
 from unipose_train.evaluation.mp100 import episodes, load_split, main, pck

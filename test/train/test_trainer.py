@@ -232,7 +232,6 @@ def test_visual_prompt_supports_come_from_another_instance(tmp_path, fly4):
     prompts = PromptBuilder(PromptConfig(num_negatives=2), ["cat", "dog", "person"])
     ds = KeypointDataset([src], aug, prompts, visual=VisualPromptSampling(prob=1.0, size=96))
     coco = json.loads(fly4.read_text())
-    instances = {a["id"]: a for a in coco["annotations"]}
     for seed in range(6):
         sample = ds[(seed % 4, seed)]
         sup = sample["support"]

@@ -7,7 +7,7 @@ merging pads odd sizes — all with zeros after the block's LayerNorm, as the or
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 import torch.nn.functional as F

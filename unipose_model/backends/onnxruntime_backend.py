@@ -38,7 +38,7 @@ class OnnxRuntimeBackend:
             import onnxruntime  # noqa: F401
         except ImportError as e:
             raise BackendError(f"the onnxruntime backend needs the 'onnxruntime' package ({e}); "
-                               f"pip install -r requirements.txt") from None
+                               f"pip install 'unipose_ros[export]'") from None
         from ..export.onnx_export import DEFAULT_OPSET, weights_hash
 
         self.model = model  # exported from a CPU float32 copy when needed

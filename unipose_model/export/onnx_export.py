@@ -88,7 +88,7 @@ def export_onnx(model: nn.Module, out: str | Path, image_size: Tuple[int, int], 
         import onnxscript  # noqa: F401
     except ImportError as e:
         raise ExportError(f"ONNX export needs the 'onnx' and 'onnxscript' packages ({e}); "
-                          f"pip install -r requirements.txt") from None
+                          f"pip install 'unipose_ros[export]'") from None
     from ..ops import use_deform_attn_impl
 
     out = Path(out)

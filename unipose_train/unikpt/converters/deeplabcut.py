@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from unipose_model.extras import require
+
 from .base import Builder, ConversionError
 from .naming import category_for_skeleton, flip_pairs_from_names
 
@@ -39,7 +41,7 @@ def _read_csv(path: Path) -> tuple[list[list[str]], list[tuple[str, np.ndarray]]
 
 
 def _read_h5(path: Path, n_columns: int) -> list[tuple[str, np.ndarray]]:
-    import h5py
+    h5py = require("h5py", "train", f"{path}: reading DeepLabCut .h5 labels", ConversionError)
 
     with h5py.File(path, "r") as fh:
         table = fh.get("df_with_missing/table")

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from unipose_model.extras import require
+
 from .base import Builder, ConversionError
 
 
 def convert_deepposekit(src: Path, builder: Builder, dataset: str, frames_dir: Path | None = None,
                         annotated_only: bool = False) -> None:
     import cv2
-    import h5py
+    h5py = require("h5py", "train", f"{src}: reading DeepPoseKit .h5 files", ConversionError)
 
     spec = builder.vocab.dataset(dataset)
     ks = builder.vocab.get_set(spec.set)

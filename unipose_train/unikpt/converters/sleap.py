@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from unipose_model.extras import require
+
 from .base import Builder, ConversionError, image_size
 from .naming import category_for_skeleton, flip_pairs_from_names
 
@@ -37,7 +39,7 @@ def _node_index(ref: Any) -> int:
 
 def read_slp(path: Path) -> dict[str, Any]:
     """The parts of a .slp file the converter needs, as plain python/numpy."""
-    import h5py
+    h5py = require("h5py", "train", f"{path}: reading SLEAP .slp files", ConversionError)
 
     try:
         fh = h5py.File(path, "r")
