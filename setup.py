@@ -50,5 +50,7 @@ setup(
             "unipose-bag = unipose_ros.bag:main",
             "unipose-demo = unipose_ros.demo:main",
         ],
+        # subcommands of `unipose` that live outside unipose_model (unipose_model/cli.py, PLUGIN_GROUP)
+        "unipose.commands": ["bag = unipose_ros.bag"],
     },
 )

@@ -13,9 +13,7 @@ import torch
 from torchvision.ops import nms
 
 from .box_ops import box_cxcywh_to_xyxy
-
-DEFAULT_BOX_THRESHOLD = 0.1
-DEFAULT_IOU_THRESHOLD = 0.9
+from .settings import DEFAULT_BOX_THRESHOLD, DEFAULT_IOU_THRESHOLD
 
 
 @dataclass

@@ -28,7 +28,6 @@ Pure numpy + scipy: no ROS, no torch.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -332,18 +331,3 @@ def _with(inst, changes: dict):
     for k, v in changes.items():
         setattr(out, k, v)
     return out
-
-
-@contextmanager
-def keep_low_scores(predictor, low_threshold: float):
-    """While tracking, let `predictor` also return the detections in [low_threshold, its own
-    threshold) for the tracker's second pass; yields its own threshold (the tracker's
-    ``high_threshold``, so what the user asked for still decides which objects start tracks)."""
-    own = float(predictor.box_threshold)
-    low = min(own, float(low_threshold))
-    predictor.box_threshold = low
-    try:
-        yield own
-    finally:
-        if predictor.box_threshold == low:  # unless someone (a ROS parameter) set it meanwhile
-            predictor.box_threshold = own

@@ -223,7 +223,7 @@ def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendati
     assert (predictor.short_side, predictor.max_size, predictor.refine) == (800, 1333, None)
     explicit = load_predictor({**params, "box_threshold": 0.0, "short_side": 256, "max_size": 0})
     assert (explicit.box_threshold, explicit.short_side, explicit.max_size) == (0.0, 256, None)
-    assert predictor._compiled is None
+    assert predictor.compiled is None
     assert load_predictor({**params, "compile": True})._compiled.backend == "inductor"  # compiles at the first frame
 
 
