@@ -230,30 +230,29 @@ def checked_boundaries(monkeypatch):
     """Cut the value-dependent CPU steps (see NOT_AUDITED): check what reaches them, hand them
     real tensors of the same shapes (one detection per image), record what was seen."""
     from unipose_model import heatmap_refiner as hr
-    from unipose_model.predictor import Predictor
+    from unipose_model import inference as predictor_module  # where the Predictor pre- and post-processes
 
     seen = {"outputs": [], "heatmaps": []}
-    postprocess, decode = Predictor._postprocess, hr.decode_heatmaps
+    postprocess, decode = predictor_module.instances_of, hr.decode_heatmaps
 
-    def fake_postprocess(self, outputs, b, size, prepared):
+    def fake_postprocess(outputs, b, size, prepared, *args):
         real = []
         for out in outputs:
             seen["outputs"].append({k: (v.device.type, v.dtype) for k, v in out.items()
                                     if isinstance(v, torch.Tensor)})
             real.append(on_host(_one_detection)(out))
-        return on_host(postprocess)(self, real, b, size, prepared)
+        return on_host(postprocess)(real, b, size, prepared, *args)
 
     def checked_decode(heatmaps, input_size, *args, **kwargs):
         seen["heatmaps"].append((heatmaps.device.type, heatmaps.dtype))
         return on_host(decode)(real_like(heatmaps, lambda s: torch.rand(s)), input_size, *args, **kwargs)
 
-    from unipose_model import inference as predictor_module  # where the Predictor preprocesses
     from unipose_model import visual_prompt
 
     # host code (numpy in, CPU tensors out) runs for real; its outputs then go to the device
     monkeypatch.setattr(predictor_module, "preprocess_image", on_host(predictor_module.preprocess_image))
     monkeypatch.setattr(visual_prompt, "prepare_support", on_host(visual_prompt.prepare_support))
-    monkeypatch.setattr(Predictor, "_postprocess", fake_postprocess)
+    monkeypatch.setattr(predictor_module, "instances_of", fake_postprocess)
     monkeypatch.setattr(hr, "decode_heatmaps", checked_decode)
     return seen
 

@@ -194,6 +194,17 @@ class Predictor:
             raise PredictorError(f"{what} must be 'auto', None or an nn.Module, got {given!r}")
         return None if given is None else given.to(self.device).eval()
 
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @device.setter
+    def device(self, device: torch.device) -> None:
+        """Where inputs and prompt features go (the caller moves the networks)."""
+        self._device = device
+        if getattr(self, "prompts", None) is not None:
+            self.prompts.device = device
+
     # ------------------------------------------------------------------ settings
     @property
     def settings(self) -> Settings:
