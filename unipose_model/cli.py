@@ -448,16 +448,18 @@ def _plugin_modules() -> dict[str, object]:
     return loaders
 
 
-def _missing_command(name: str, reason: str):
-    """A stand-in for a command whose package is not installed: any arguments, one line."""
-    what = KNOWN_PLUGINS.get(name, (None, f"the package that provides 'unipose {name}'"))[1]
+MISSING: dict[str, str] = {}  # command -> why it cannot run here (its package is not installed)
 
-    def add_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+def _missing_command(name: str, reason: str):
+    """A stand-in for a command whose package is not installed: listed in `unipose --help`;
+    `unipose NAME ...` (any arguments, --help too) answers in one line (see main)."""
+    what = KNOWN_PLUGINS.get(name, (None, f"the package that provides 'unipose {name}'"))[1]
+    MISSING[name] = f"'unipose {name}' needs {what}, which is not installed here ({reason})"
 
     def run(args) -> int:
-        raise CliError(f"'unipose {name}' needs {what}, which is not installed here ({reason})")
-    return f"(not installed: needs {what})", add_arguments, run
+        raise CliError(MISSING[name])
+    return f"(not installed: needs {what})", lambda p: None, run
 
 
 def _register_plugin_commands() -> None:
@@ -479,8 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
     for name, (help_text, add_arguments, run) in COMMANDS.items():
-        missing = help_text.startswith("(not installed")  # its own run answers --help in one line
-        p = sub.add_parser(name, help=help_text, description=help_text, add_help=not missing)
+        p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
         p.set_defaults(_run=run)
     return parser
@@ -504,6 +505,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MISSING:  # whatever follows, even --help: one line
+        print(f"unipose {argv[0]}: error: {MISSING[argv[0]]}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     try:
         return args._run(args)
