@@ -30,8 +30,8 @@ def test_inductor_compiled_model_gives_the_plain_models_detections(image):
     plain = Predictor("unipose_tiny", "reference", **KWARGS)
     compiled = Predictor(plain.model, compile=True, **KWARGS)
     _same(plain.predict(image, "person"), compiled.predict(image, "person"))
-    assert compiled._compiled.failed is None and compiled._compiled.backend == "inductor"
-    assert list(compiled._compiled._functions) == ["forward"]
+    assert compiled.compiled.failed is None and compiled.compiled.backend == "inductor"
+    assert list(compiled.compiled._functions) == ["forward"]
 
 
 def test_several_keypoint_groups_go_through_compiled_encode_and_decode(image):
@@ -39,7 +39,7 @@ def test_several_keypoint_groups_go_through_compiled_encode_and_decode(image):
     plain = Predictor("unipose_tiny", "reference", **KWARGS)
     compiled = Predictor(plain.model, compile="eager", **KWARGS)
     _same(plain.predict(image, "person, face"), compiled.predict(image, "person, face"))
-    assert compiled._compiled.failed is None and set(compiled._compiled._functions) == {"encode", "decode"}
+    assert compiled.compiled.failed is None and set(compiled.compiled._functions) == {"encode", "decode"}
 
 
 def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
@@ -54,7 +54,7 @@ def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         result = compiled.predict(image, "person")
     _same(plain.predict(image, "person"), result)
-    assert compiled._compiled.failed == "TorchDynamoException: no C++ compiler here"
+    assert compiled.compiled.failed == "TorchDynamoException: no C++ compiler here"
     compiled.predict(image, "person")   # no second warning, no second attempt
 
 
