@@ -109,5 +109,7 @@ setup(
             "unipose-bag = unipose_ros.entry:bag",
             "unipose-demo = unipose_ros.entry:demo",
         ],
+        # subcommands of `unipose` that live outside unipose_model (unipose_model/cli.py, PLUGIN_GROUP)
+        "unipose.commands": ["bag = unipose_ros.bag"],
     },
 )

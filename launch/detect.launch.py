@@ -39,7 +39,7 @@ ARGUMENTS = {
     "checkpoint": ("", "Checkpoint path ('reference' for test weights). Empty: params file."),
     "text_encoder": ("", "auto, clip, hash or a feature file. Empty: params file."),
     "device": ("", "auto, cpu, cuda or cuda:N. Empty: params file."),
-    "backend": ("", "torch, onnxruntime or tensorrt (an exported graph, built on first use and cached). "
+    "backend": ("", "pytorch, onnxruntime or tensorrt (an exported graph, built on first use and cached). "
                     "Empty: params file."),
     "params_file": (str(SHARE / "config" / "detector.yaml"), "Detector parameters (YAML)."),
     "use_sample_source": ("false", "Start image_source publishing the bundled fly clip on IMAGE (no camera "

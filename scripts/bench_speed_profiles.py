@@ -57,8 +57,8 @@ def time_swint(profile: str, repeats: int, core: str = "auto", compile: bool = F
     best = times.index(statistics.median_low(times))
     h, w = frame.shape[:2]
     label = profile + (" (plain path)" if core == "pytorch" else "") + (" + torch.compile" if compile else "")
-    if compile and predictor._compiled.failed:
-        raise SystemExit(f"torch.compile failed: {predictor._compiled.failed}")
+    if compile and predictor.compiled.failed:
+        raise SystemExit(f"torch.compile failed: {predictor.compiled.failed}")
     return {"profile": label, "dtype": str(predictor.dtype).replace("torch.", ""),
             "input": f"{predictor.short_side}x{predictor.max_size}",
             "model_input": list(_resized(h, w, predictor.short_side, predictor.max_size)),

@@ -124,7 +124,7 @@ def run_iou_baseline(cached: dict, frames: list[int], iou_threshold: float = 0.3
     """For scale: a bare frame-to-frame IoU-Hungarian matcher; an unmatched detection is a new id."""
     from scipy.optimize import linear_sum_assignment
 
-    from unipose_model.tracking import box_iou
+    from unipose_model.box_ops import box_iou
 
     hyp, previous, next_id = [], {}, 1
     for f in frames:

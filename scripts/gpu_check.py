@@ -406,7 +406,7 @@ def section_predictor(result: SectionResult, budget: Budget, args) -> None:
                                   "max_keypoint_diff_px": max(diffs) if diffs else None}
     runs = (("float32", PROFILES), ("float16", ("accurate",))) if device == "cuda" else (("float32", PROFILES),)
     for dtype_name, profiles in runs:
-        gpu.base_dtype = gpu.dtype = getattr(torch, dtype_name)
+        gpu.initial_settings = gpu.settings = gpu.settings.replace(dtype=dtype_name)
         for profile in profiles:
             if budget.left() < 5:
                 result.status, result.reason = "partial", f"budget ran out before {profile} {dtype_name}"

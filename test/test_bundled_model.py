@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from shared_paths import DATA
+from unipose_model.box_ops import box_iou
 from unipose_model.model_file import (BUNDLED_CHECKPOINT, BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS,
                                       BUNDLED_VIDEO, read_model_file_info, save_model_file)
 from unipose_model.predictor import Predictor, UnknownPromptError
@@ -36,10 +37,7 @@ def _frame(index):
 
 
 def _iou(a, b):
-    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+    return float(box_iou([a], [b])[0, 0])
 
 
 def test_bundle_is_small_and_self_describing():

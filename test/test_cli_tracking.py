@@ -9,7 +9,7 @@ import pytest
 from shared_paths import DATA
 from unipose_model.cli import main
 from unipose_model.model_file import BUNDLED_CHECKPOINT, BUNDLED_VIDEO
-from unipose_model.tracking import box_iou
+from unipose_model.box_ops import box_iou
 
 LABELS = DATA / "lab" / "fly_clip" / "clip_keypoints_coco.json"
 FIRST, COUNT = 1240, 4   # held-out frames

@@ -42,8 +42,8 @@ def test_inductor_compiled_model_gives_the_plain_models_detections(image):
     plain = Predictor(slim_tiny(), **KWARGS)
     compiled = Predictor(plain.model, compile=True, **KWARGS)
     _same(plain.predict(image, "person"), compiled.predict(image, "person"))
-    assert compiled._compiled.failed is None and compiled._compiled.backend == "inductor"
-    assert list(compiled._compiled._functions) == ["forward"]
+    assert compiled.compiled.failed is None and compiled.compiled.backend == "inductor"
+    assert list(compiled.compiled._functions) == ["forward"]
 
 
 def test_several_keypoint_groups_go_through_compiled_encode_and_decode(image):
@@ -51,7 +51,7 @@ def test_several_keypoint_groups_go_through_compiled_encode_and_decode(image):
     plain = Predictor("unipose_tiny", "reference", **KWARGS)
     compiled = Predictor(plain.model, compile="eager", **KWARGS)
     _same(plain.predict(image, "person, face"), compiled.predict(image, "person, face"))
-    assert compiled._compiled.failed is None and set(compiled._compiled._functions) == {"encode", "decode"}
+    assert compiled.compiled.failed is None and set(compiled.compiled._functions) == {"encode", "decode"}
 
 
 def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
@@ -71,7 +71,7 @@ def test_a_failed_compile_warns_and_runs_the_plain_model(image, monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile failed"):
         result = compiled.predict(image, "person")
     _same(plain.predict(image, "person"), result)
-    assert compiled._compiled.failed == "TorchDynamoException: no C++ compiler here"
+    assert compiled.compiled.failed == "TorchDynamoException: no C++ compiler here"
     assert attempts["run"] == 1, attempts
     tried = dict(attempts)
     with warnings.catch_warnings(record=True) as caught:

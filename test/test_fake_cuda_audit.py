@@ -210,7 +210,7 @@ def fake_predictor():
     fc = FakeCuda()
     predictor = Predictor(device="cpu", refine=2.0, refine_size=96)
     fc.module(predictor.model)
-    fc.module(predictor.base_heatmap_refiner)
+    fc.module(predictor.heatmap_refiner_network)
     predictor.device = CUDA
     return predictor, fc
 
@@ -230,30 +230,29 @@ def checked_boundaries(monkeypatch):
     """Cut the value-dependent CPU steps (see NOT_AUDITED): check what reaches them, hand them
     real tensors of the same shapes (one detection per image), record what was seen."""
     from unipose_model import heatmap_refiner as hr
-    from unipose_model.predictor import Predictor
+    from unipose_model import inference as predictor_module  # where the Predictor pre- and post-processes
 
     seen = {"outputs": [], "heatmaps": []}
-    postprocess, decode = Predictor._postprocess, hr.decode_heatmaps
+    postprocess, decode = predictor_module.instances_of, hr.decode_heatmaps
 
-    def fake_postprocess(self, outputs, b, size, prepared):
+    def fake_postprocess(outputs, b, size, prepared, *args):
         real = []
         for out in outputs:
             seen["outputs"].append({k: (v.device.type, v.dtype) for k, v in out.items()
                                     if isinstance(v, torch.Tensor)})
             real.append(on_host(_one_detection)(out))
-        return on_host(postprocess)(self, real, b, size, prepared)
+        return on_host(postprocess)(real, b, size, prepared, *args)
 
     def checked_decode(heatmaps, input_size, *args, **kwargs):
         seen["heatmaps"].append((heatmaps.device.type, heatmaps.dtype))
         return on_host(decode)(real_like(heatmaps, lambda s: torch.rand(s)), input_size, *args, **kwargs)
 
-    from unipose_model import predictor as predictor_module
     from unipose_model import visual_prompt
 
     # host code (numpy in, CPU tensors out) runs for real; its outputs then go to the device
     monkeypatch.setattr(predictor_module, "preprocess_image", on_host(predictor_module.preprocess_image))
     monkeypatch.setattr(visual_prompt, "prepare_support", on_host(visual_prompt.prepare_support))
-    monkeypatch.setattr(Predictor, "_postprocess", fake_postprocess)
+    monkeypatch.setattr(predictor_module, "instances_of", fake_postprocess)
     monkeypatch.setattr(hr, "decode_heatmaps", checked_decode)
     return seen
 
@@ -295,11 +294,11 @@ def test_predictor_speed_profiles_on_fake_cuda(fake_predictor, checked_boundarie
 def _two_keypoint_sets(prepared):
     """The fly prompt split into two keypoint groups of the same class: one encode, two decodes
     (what "person, face"-style prompts do with a multi-category model)."""
-    from unipose_model.predictor import PreparedPrompt, _Group
+    from unipose_model.prompt_features import GroupFeatures, PreparedPrompt
 
     g = prepared.groups[0]
     half = len(g.keypoint_names) // 2
-    groups = [_Group(g.class_indices, g.keypoint_names[a:b], (), g.features[a:b])
+    groups = [GroupFeatures(g.class_indices, g.keypoint_names[a:b], (), g.features[a:b])
               for a, b in ((0, half), (half, len(g.keypoint_names)))]
     return PreparedPrompt(prepared.text + " (two keypoint sets)", prepared.classes, prepared.instance_features, groups)
 
@@ -322,7 +321,7 @@ def test_predictor_half_precision_visual_prompt_and_two_keypoint_sets_on_fake_cu
             visual = predictor.predict(frame, visual_prompt=support)
             two_sets = predictor.predict(frame, _two_keypoint_sets(predictor.prepare_prompt("fly")))
     finally:
-        predictor.dtype = predictor.base_dtype
+        predictor.dtype = predictor.initial_settings.dtype
     _record(fc)
     assert len(visual) == 1 and len(two_sets) >= 1
     outs = checked_boundaries["outputs"]

@@ -145,12 +145,14 @@ def test_facing_angle_is_the_image_angle_of_thorax_to_head():
 def test_speed_profiles_keep_the_heatmap_refiner_except_the_fastest():
     from types import SimpleNamespace
 
+    from unipose_model.settings import LIBRARY_DEFAULTS, Settings
     from unipose_model.speed import apply_profile
 
-    refiner = object()
-    p = SimpleNamespace(base_refine=7.5, base_heatmap_refiner=refiner, heatmap_refiner=refiner, backend="onnxruntime",
+    built = Settings(refine=7.5).resolved(LIBRARY_DEFAULTS)
+    p = SimpleNamespace(initial_settings=built, settings=built, backend="onnxruntime", device=None,
+                        model_defaults=lambda: LIBRARY_DEFAULTS,
                         model=SimpleNamespace(config=SimpleNamespace(num_queries=100, num_select=10)))
-    kept = {name: (apply_profile(p, name, 512, 512), p.heatmap_refiner is refiner, p.refine)[1:]
+    kept = {name: (apply_profile(p, name, 512, 512), p.settings.heatmap_refiner, p.settings.refine)[1:]
             for name in ("fastest", "fast", "realtime", "accurate")}
     assert kept == {"fastest": (False, None), "fast": (True, None), "realtime": (False, None),
                     "accurate": (True, 7.5)}

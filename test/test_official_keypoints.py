@@ -50,7 +50,7 @@ def predictor():
 
 def sent_keypoint_texts(predictor, prompt):
     predictor.text_encoder.seen.clear()
-    predictor._prompts.clear()
+    predictor.prompt_cache.clear()
     prepared = predictor.prepare_prompt(prompt)
     # first call: instance texts; then one call per keypoint group
     return prepared, predictor.text_encoder.seen[1:]
@@ -173,9 +173,9 @@ def test_car_sends_both_none_and_shows_twelve(predictor):
     # the shown keypoints are the model's slots 0-7 and 9-12 of the same 14-slot run
     full_group = dataclasses.replace(group, keypoint_names=tuple(f"slot {i}" for i in range(14)),
                                      slots=None)
-    predictor._prompts["car"] = dataclasses.replace(prepared, groups=[full_group])
+    predictor.prompt_cache["car"] = dataclasses.replace(prepared, groups=[full_group])
     full = predictor.predict(image[:, :, ::-1].copy(), "car")
-    predictor._prompts.clear()
+    predictor.prompt_cache.clear()
     assert len(full) == len(instances)
     for a, b in zip(instances, full):
         assert b.keypoints.shape == (14, 3)

@@ -219,8 +219,12 @@ def test_bad_construction(tmp_path, monkeypatch):
         Predictor("unipose_tiny", "reference", device="cpu", dtype="float16")
     with pytest.raises(ValueError, match="unknown dtype"):
         Predictor("unipose_tiny", "reference", device="cpu", dtype="int8")
-    with pytest.raises(CheckpointNotFoundError, match=r"checkpoint not found.*X-Pose"):
+    with pytest.raises(CheckpointNotFoundError, match=r"checkpoint not found.*X-Pose.*unipose_swint\.pth"):
+        Predictor("unipose_swint", tmp_path / "missing.pth", device="cpu", text_encoder="hash")
+    # no released file for the other configurations: the hint says to train one, not to download
+    with pytest.raises(CheckpointNotFoundError, match=r"no checkpoint of 'unipose_tiny' is released") as err:
         Predictor("unipose_tiny", tmp_path / "missing.pth", device="cpu", text_encoder="hash")
+    assert "unipose_swint.pth" not in str(err.value)
     monkeypatch.setenv("UNIPOSE_CACHE", str(tmp_path))
     with pytest.raises(CheckpointNotFoundError, match="default location"):
         Predictor("unipose_swint", device="cpu", text_encoder="hash")

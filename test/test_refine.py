@@ -113,7 +113,7 @@ def test_only_the_best_scoring_detections_are_refined(monkeypatch):
 def test_crop_pass_runs_at_refine_size(monkeypatch):
     """refine_size sets the crop pass's input size (square crops: both sides); the first pass
     keeps the predictor's; the reference file recommends none, so "auto" means short_side."""
-    import unipose_model.predictor as predictor_module
+    import unipose_model.inference as predictor_module  # where the Predictor preprocesses
 
     sizes = []
     real = predictor_module.preprocess_image

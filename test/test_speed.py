@@ -19,14 +19,16 @@ def test_profiles_scale_input_and_queries_and_accurate_restores(predictor):
     cfg = predictor.model.config
     apply_profile(predictor, "fastest", 256, 384)
     assert (predictor.short_side, predictor.max_size) == (102, 154)
-    assert predictor.model.transformer.num_queries == round(cfg.num_queries / 9)
-    assert predictor.model.transformer.decoder.num_select == 2
+    assert predictor.settings.num_queries == round(cfg.num_queries / 9)
+    assert predictor.settings.num_select == 2
+    # per call: the model (which other predictors may share) keeps its configuration
+    assert predictor.model.transformer.num_queries == cfg.num_queries
     assert predictor.dtype == torch.float32
     apply_profile(predictor, "realtime", 256, 384)
     assert predictor.dtype == (torch.bfloat16 if BF16 else torch.float32)
     apply_profile(predictor, "accurate", 256, 384)
     assert (predictor.short_side, predictor.max_size) == (256, 384)
-    assert predictor.model.transformer.num_queries == cfg.num_queries
+    assert predictor.settings.num_queries == cfg.num_queries
     assert predictor.dtype == torch.float32
     with pytest.raises(ValueError, match="one of accurate, fast, fastest, realtime"):
         apply_profile(predictor, "ludicrous", 256, 384)

@@ -14,7 +14,7 @@ _EXPORTS = {
     "KeypointSet": "vocabulary", "Vocabulary": "vocabulary", "VocabularyError": "vocabulary",
     "KeypointGroup": "prompt", "Prompt": "prompt", "PromptError": "prompt", "parse_prompt": "prompt",
     "prompt_from_parts": "prompt",
-    "Predictor": "predictor", "Instance": "predictor",
+    "Predictor": "predictor", "Instance": "instance", "Settings": "settings", "AUTO": "settings",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -6,28 +6,28 @@ User errors (missing file, bad prompt, missing weights) print one line and exit 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
+from .errors import UserError
+from .export import cli as export_cli  # argument definitions only; no torch import
+from .settings import (AUTO, DEFAULT_BOX_THRESHOLD, DEFAULT_IOU_THRESHOLD, DEFAULT_MAX_SIZE,
+                       DEFAULT_SHORT_SIDE)
+
 EXIT_USAGE = 2
 
 
-class CliError(Exception):
+class CliError(UserError):
     """A user-facing error: printed as one line, exit code 2."""
 
 
 # --------------------------------------------------------------------------------------- predict
 
 
-# Repeated from postprocess / preprocess so that `unipose --help` starts without importing torch
-# (test_cli checks that they agree).
-DEFAULT_BOX_THRESHOLD = 0.1
-DEFAULT_IOU_THRESHOLD = 0.9
-DEFAULT_SHORT_SIDE = 800
-DEFAULT_MAX_SIZE = 1333
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,54 +102,90 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--track-low-threshold", type=float, default=None,
                    help="videos: detections down to this score may keep a track alive (ByteTrack's second "
                         "pass; default 0.1); only those at --box-threshold or above are written or start tracks")
-    p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="videos: process only the first N frames of each (default: all)")
+    p.add_argument("--verbose", "-v", action="store_true", help="print one summary line per image / frame")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="no progress bar and no status lines (warnings and errors still print); the bar "
+                        "otherwise shows when stderr is a terminal")
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    from .checkpoint import reading_each_file_once
 
-    from .checkpoint import read_state_dict
-    from .media import MediaError, collect_inputs, is_video_path
-    from .model_file import BUNDLED_CHECKPOINT, read_model_file_info
-    from .predictor import (DEFAULT_MODEL, REFERENCE_CHECKPOINT, Predictor, UnknownPromptError,
-                            default_checkpoint, download_hint, resolve_bundled_model, resolve_checkpoint,
-                            resolve_device)
-    from .prompt import PromptError, parse_prompt
-    from .preprocess import ImageError
-    from .text_encoder import build_text_encoder
-
-    # cheap checks first: files, prompt, checkpoint; then CLIP and the model
-    visual = _read_visual_prompt(args)
+    visual = _read_visual_prompt(args)  # cheap checks first: files, prompt, checkpoint; then CLIP and the model
     if visual is None and args.prompt is None:
         raise CliError("give a text prompt (--prompt 'person') or a visual prompt "
                        "(--support-image S.jpg --support-keypoints S.json)")
-    files = collect_inputs(args.inputs)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise CliError(f"--max-frames must be at least 1, got {args.max_frames}")
+    files = _collect_inputs(args.inputs)
+    with reading_each_file_once():  # the model file is unpickled once, however many parts read it
+        predictor, prompt, checkpoint, stamp = _load_for_predict(args, visual)
+    if args.compile:
+        print("unipose: --compile: the first image of each size compiles the model (minutes on a small "
+              "CPU); the rest run faster", file=sys.stderr)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from .media import is_video_path
+    writer = _ResultWriter(out_dir, prompt, single_video=len(files) == 1 and is_video_path(files[0]),
+                           protected=files)
+    try:
+        failed = _predict_all(files, predictor, prompt, args, writer, stamp)
+    finally:  # also on Ctrl-C: keep what was already computed
+        writer.finish(meta={"model": getattr(predictor.config, "name", args.model), "checkpoint": str(checkpoint),
+                            "text_encoder": predictor.text_encoder.name, "meaningless": bool(stamp)})
+    _say(args, f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
+               f"results in {out_dir / 'results.json'}")
+    if failed:
+        # exit 1: some inputs gave no result (the others' results are written); docs/BAD_INPUTS.md
+        print(f"unipose: {len(failed)} input(s) gave no result: {', '.join(str(p) for p in failed)}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _collect_inputs(inputs):
+    from .media import collect_inputs
+    return collect_inputs(inputs)
+
+
+def _say(args, line: str) -> None:
+    """A progress line on stderr, unless --quiet."""
+    if not getattr(args, "quiet", False):
+        print(line, file=sys.stderr)
+
+
+def _load_for_predict(args, visual):
+    """(predictor, prompt, checkpoint, meaningless-stamp): the checkpoint and prompt checked
+    before CLIP loads, then the model; errors name the problem in one line."""
+    from .checkpoint import read_state_dict
+    from .errors import UnknownPromptError
+    from .loading import (DEFAULT_MODEL, REFERENCE_CHECKPOINT, default_checkpoint, download_hint,
+                          resolve_bundled_model, resolve_checkpoint, resolve_device)
+    from .model_file import BUNDLED_CHECKPOINT, read_model_file_info
+    from .predictor import Predictor
+    from .prompt import PromptError, parse_prompt
+    from .text_encoder import build_text_encoder
+
     model, checkpoint = resolve_bundled_model(args.model, args.checkpoint)  # --model fly: the bundled file
     if checkpoint is None and model is None:
         checkpoint = default_checkpoint()  # the official file, else the bundled fly model
     else:
         checkpoint = resolve_checkpoint(model or DEFAULT_MODEL, checkpoint)
     bundled_fallback = args.checkpoint is None and args.model is None and Path(checkpoint) == BUNDLED_CHECKPOINT
-    if str(checkpoint) != REFERENCE_CHECKPOINT:
+    reference = str(checkpoint) == REFERENCE_CHECKPOINT
+    if not reference:
         read_state_dict(checkpoint, mmap=True)  # a missing or corrupt file is named before CLIP loads
-    fixed_vocabulary = str(checkpoint) != REFERENCE_CHECKPOINT and read_model_file_info(checkpoint).vocabulary
-    if not fixed_vocabulary and args.prompt is not None:
+    if not (not reference and read_model_file_info(checkpoint).vocabulary) and args.prompt is not None:
         parse_prompt(args.prompt)  # a model with its own vocabulary parses the prompt itself, below
     resolve_device(args.device)
     encoder = build_text_encoder(args.text_encoder, clip_weights=args.clip_weights, device=args.device,
                                  checkpoint=checkpoint)
     if hasattr(encoder, "load"):
         encoder.load()  # missing CLIP weights: fail now, not after the model is built
-    predictor = Predictor(model, checkpoint, device=args.device, dtype=args.dtype,
-                          text_encoder=encoder,
-                          box_threshold="auto" if args.box_threshold is None else args.box_threshold,
-                          iou_threshold=args.iou_threshold, short_side=args.short_side,
-                          max_size="auto" if args.max_size is None else args.max_size,
-                          max_instances=args.max_instances,
-                          refine="auto" if args.refine is None else args.refine,
-                          refine_size="auto" if args.refine_size is None else args.refine_size,
-                          heatmap_refiner=None if args.no_heatmap_refiner else "auto",
-                          compile=args.compile)
+    predictor = Predictor(model, checkpoint, device=args.device, text_encoder=encoder, compile=args.compile,
+                          settings=_settings_from_args(args))
     try:
         if visual is not None:
             prompt = _VisualQuery(visual, args.prompt, predictor.prepare_visual_prompt(visual, args.prompt))
@@ -162,46 +198,49 @@ def run_predict(args: argparse.Namespace) -> int:
         raise CliError(f"{e} No official checkpoint was found, so the bundled fly model "
                        f"({BUNDLED_CHECKPOINT.name}) was used; for other objects {download_hint()}") from None
     if bundled_fallback:
-        print(f"unipose: using the bundled fly model {checkpoint} (no official checkpoint at the "
-              f"default location)", file=sys.stderr)
-    warnings = []
-    if str(checkpoint) == REFERENCE_CHECKPOINT:
-        warnings.append("reference weights")
-    if not encoder.meaningful:
-        warnings.append("hash text features")
+        _say(args, f"unipose: using the bundled fly model {checkpoint} (no official checkpoint at the "
+                   f"default location)")
+    warnings = (["reference weights"] if reference else []) + ([] if encoder.meaningful else ["hash text features"])
     stamp = f"MEANINGLESS ({' + '.join(warnings)})" if warnings else None
     if stamp:
         print(f"unipose: warning: detections are meaningless: {' and '.join(warnings)} "
               "(for trying the pipeline only)", file=sys.stderr)
+    return predictor, prompt, checkpoint, stamp
 
-    if args.compile:
-        print("unipose: --compile: the first image of each size compiles the model (minutes on a small "
-              "CPU); the rest run faster", file=sys.stderr)
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writer = _ResultWriter(out_dir, prompt, single_video=len(files) == 1 and is_video_path(files[0]),
-                           protected=files)
+def _settings_from_args(args):
+    """The CLI's settings: an option left out is AUTO, the model file's value."""
+    from .settings import Settings
+
+    given = lambda value: AUTO if value is None else value  # noqa: E731
+    return Settings(box_threshold=given(args.box_threshold), iou_threshold=args.iou_threshold,
+                    short_side=given(args.short_side), max_size=given(args.max_size),
+                    max_instances=args.max_instances, refine=given(args.refine),
+                    refine_size=given(args.refine_size), heatmap_refiner=not args.no_heatmap_refiner,
+                    dtype=args.dtype)
+
+
+def _predict_all(files, predictor, prompt, args, writer, stamp) -> list:
+    """Every input in turn; one bad input is named and skipped, the others' results are kept."""
+    from tqdm import tqdm
+
+    from .media import MediaError
+    from .preprocess import ImageError
+
     failed = []
-    try:
-        for path in tqdm(files, desc="inputs", unit="file", disable=None, file=sys.stderr):
-            try:
-                _predict_file(path, predictor, prompt, args, writer, stamp)
-            except (MediaError, ImageError) as exc:
-                # one bad input must not cost the results of the others
-                failed.append(path)
-                tqdm.write(f"unipose: skipped {path}: {exc}", file=sys.stderr)
-    finally:  # also on Ctrl-C: keep what was already computed
-        writer.finish(meta={"model": getattr(predictor.config, "name", args.model), "checkpoint": str(checkpoint),
-                            "text_encoder": encoder.name, "meaningless": bool(stamp)})
-    print(f"unipose: {writer.num_images} image(s), {writer.num_instances} instance(s); "
-          f"results in {out_dir / 'results.json'}", file=sys.stderr)
-    if failed:
-        # exit 1: some inputs gave no result (the others' results are written); docs/BAD_INPUTS.md
-        print(f"unipose: {len(failed)} input(s) gave no result: {', '.join(str(p) for p in failed)}",
-              file=sys.stderr)
-        return 1
-    return 0
+    for path in tqdm(files, desc="inputs", unit="file", disable=_no_bar(args), file=sys.stderr):
+        try:
+            _predict_file(path, predictor, prompt, args, writer, stamp)
+        except (MediaError, ImageError) as exc:
+            failed.append(path)
+            tqdm.write(f"unipose: skipped {path}: {exc}", file=sys.stderr)
+    return failed
+
+
+def _no_bar(args):
+    """tqdm's `disable`: always off with --quiet, else on only when stderr is a terminal (None:
+    tqdm decides; a log file gets no bar), as the MMPose and SLEAP command lines do."""
+    return True if getattr(args, "quiet", False) else None
 
 
 def _predict_file(path, predictor, prompt, args, writer, stamp) -> None:
@@ -227,22 +266,26 @@ def _predict_video(path, predictor, prompt, args, writer, stamp) -> None:
     from tqdm import tqdm
 
     from .media import MediaError, VideoReader, VideoWriter
-    from .tracking import Tracker, TrackerConfig, keep_low_scores
+    from .tracking import Tracker, TrackerConfig
 
     video_out = writer.unique_name(f"{path.stem}_annotated", ".mp4")
     decoded = 0
     track = not getattr(args, "no_track", False)
     low = getattr(args, "track_low_threshold", None)
     low = TrackerConfig.low_threshold if low is None else low
-    with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw, \
-            keep_low_scores(predictor, low if track else predictor.box_threshold) as own_threshold:
+    own_threshold = predictor.settings.box_threshold
+    floor = low if track else None  # the tracker's second pass sees detections down to `low`
+    with VideoReader(path) as reader, VideoWriter(video_out, fps=reader.fps) as vw:
         tracker = Tracker(high_threshold=own_threshold, low_threshold=min(low, own_threshold)) if track else None
-        bar = tqdm(reader, total=reader.frame_count or None, desc=path.name, unit="frame",
-                   disable=None, leave=False, file=sys.stderr)
+        limit = getattr(args, "max_frames", None)  # the first N frames only
+        known = [n for n in (reader.frame_count, limit) if n]
+        total = min(known) if known else None
+        bar = tqdm(itertools.islice(reader, limit), total=total, desc=path.name, unit="frame",
+                   disable=_no_bar(args), leave=False, file=sys.stderr)
         for index, frame in enumerate(bar):
             decoded += 1
             t0 = time.perf_counter()
-            instances = _run_query(predictor, frame, prompt)
+            instances = _run_query(predictor, frame, prompt, floor)
             if tracker is not None:
                 instances = tracker.update(instances)
             seconds = time.perf_counter() - t0
@@ -269,10 +312,9 @@ class _VisualQuery:
         self.text = prepared.text + (f" + text {text!r}" if text else "")
 
 
-def _run_query(predictor, image, prompt):
-    if isinstance(prompt, _VisualQuery):
-        return predictor.predict(image, prompt.prepared, color="bgr")
-    return predictor.predict(image, prompt, color="bgr")
+def _run_query(predictor, image, prompt, score_floor=None):
+    query = prompt.prepared if isinstance(prompt, _VisualQuery) else prompt
+    return predictor.predict(image, query, color="bgr", score_floor=score_floor)
 
 
 def _read_visual_prompt(args):
@@ -380,32 +422,62 @@ class _ResultWriter:
 
 # --------------------------------------------------------------------------------------- driver
 
-# name -> (help, add_arguments, run); `bag` and `export` will join here.
+# name -> (help, add_arguments, run)
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "predict": ("detect objects and keypoints in images, folders or videos",
                 add_predict_arguments, run_predict),
+    "export": (export_cli.HELP, export_cli.add_arguments, export_cli.run),
 }
+PLUGIN_GROUP = "unipose.commands"  # entry points: name = module with HELP, add_arguments(parser), run(args)
+# Commands other parts of the project register through PLUGIN_GROUP, found by module name when
+# the package metadata does not list them (a checkout run without installing): name -> (module, what is missing)
+KNOWN_PLUGINS = {"bag": ("unipose_ros.bag", "the ROS part of unipose (unipose_ros: rclpy, rosbags and the "
+                                            "built messages; docs/ROS.md)")}
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in other packages of the project (unipose_model itself needs no ROS)."""
-    try:
-        from unipose_ros import bag
-    except ImportError:  # installed without the ROS side
-        return
-    COMMANDS.setdefault("bag", (bag.HELP, bag.add_arguments, bag.run))
+def _plugin_modules() -> dict[str, object]:
+    """Plugin name -> loader (entry points first, then KNOWN_PLUGINS by module name)."""
+    from importlib import import_module
+    from importlib.metadata import entry_points
+
+    loaders: dict[str, object] = {}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        loaders.setdefault(ep.name, ep.load)
+    for name, (module, _) in KNOWN_PLUGINS.items():
+        loaders.setdefault(name, lambda module=module: import_module(module))
+    return loaders
 
 
-_register_optional_commands()
+MISSING: dict[str, str] = {}  # command -> why it cannot run here (its package is not installed)
 
-from .export import cli as _export_cli  # noqa: E402  (argument definitions only; no torch import)
 
-COMMANDS.setdefault("export", (_export_cli.HELP, _export_cli.add_arguments, _export_cli.run))
+def _missing_command(name: str, reason: str):
+    """A stand-in for a command whose package is not installed: listed in `unipose --help`;
+    `unipose NAME ...` (any arguments, --help too) answers in one line (see main)."""
+    what = KNOWN_PLUGINS.get(name, (None, f"the package that provides 'unipose {name}'"))[1]
+    MISSING[name] = f"'unipose {name}' needs {what}, which is not installed here ({reason})"
+
+    def run(args) -> int:
+        raise CliError(MISSING[name])
+    return f"(not installed: needs {what})", lambda p: None, run
+
+
+def _register_plugin_commands() -> None:
+    """Add the commands of the PLUGIN_GROUP entry points (once; when the parser is built)."""
+    for name, load in _plugin_modules().items():
+        if name in COMMANDS:
+            continue
+        try:
+            module = load()
+            COMMANDS[name] = (module.HELP, module.add_arguments, module.run)
+        except ImportError as e:  # installed without that part
+            COMMANDS[name] = _missing_command(name, str(e))
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unipose", description="UniPose (X-Pose): detect any object's keypoints from a text prompt.")
+    _register_plugin_commands()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
     for name, (help_text, add_arguments, run) in COMMANDS.items():
@@ -416,45 +488,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that are the user's to fix (one line, exit 2), imported lazily."""
+    """Exception types that are the user's to fix (one line, exit 2), imported once one is raised."""
+    from .backends import BackendError
+    from .checkpoint import CheckpointError
+    from .errors import CheckpointNotFoundError, PredictorError
+    from .export.onnx_export import ExportError
     from .media import MediaError
-    from .predictor import CheckpointNotFoundError, PredictorError
     from .preprocess import ImageError
+    from .prompt import PromptError
     from .text_encoder import TextEncoderError
-
     from .visual_prompt import VisualPromptError
 
-    errors: list[type[BaseException]] = [CliError, MediaError, ImageError, PredictorError,
-                                         CheckpointNotFoundError, TextEncoderError, VisualPromptError]
-    try:
-        from .checkpoint import CheckpointError
-        errors.append(CheckpointError)
-    except ImportError:
-        pass
-    try:
-        from .prompt import PromptError
-        errors.append(PromptError)
-    except ImportError:
-        pass
-    try:
-        from unipose_ros.bag import BagError
-        errors.append(BagError)
-    except ImportError:
-        pass
-    return tuple(errors)
+    return (UserError, MediaError, ImageError, PredictorError, CheckpointNotFoundError, TextEncoderError,
+            VisualPromptError, CheckpointError, PromptError, ExportError, BackendError)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MISSING:  # whatever follows, even --help: one line
+        print(f"unipose {argv[0]}: error: {MISSING[argv[0]]}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
-    user_errors = _user_errors()
     try:
         return args._run(args)
     except KeyboardInterrupt:
         print("unipose: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - filtered just below
-        if isinstance(e, user_errors):
+        if isinstance(e, _user_errors()):
             message = " ".join(str(e).split())  # one line, however the message was wrapped
             print(f"unipose {args.command}: error: {message}", file=sys.stderr)
             return EXIT_USAGE

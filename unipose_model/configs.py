@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Dict, Optional
 
+# The official model's prompt slots, the limits of a prompt (prompt.py, the Predictor, exports).
+MAX_TEXT_SLOTS = 350  # instance text slots: classes per prompt
+MAX_KEYPOINTS = 68    # keypoint text slots per forward pass
 
 @dataclass(frozen=True)
 class UniPoseConfig:
@@ -24,8 +27,8 @@ class UniPoseConfig:
     pe_temperature: float = 20.0          # image position embedding temperature (H and W)
     two_stage_default_hw: float = 0.05    # proposal size at level 0, doubled per level
     text_dim: int = 512                   # CLIP ViT-B/32 text feature size
-    max_text_slots: int = 350             # instance prompt slots (classes per prompt)
-    max_keypoints: int = 68               # keypoint slots per prompt
+    max_text_slots: int = MAX_TEXT_SLOTS  # instance prompt slots (classes per prompt)
+    max_keypoints: int = MAX_KEYPOINTS    # keypoint slots per prompt
     hw_base_rows: int = 17
     text_heads: int = 4                   # text enhancer: nheads // 2
     text_ffn: int = 1024                  # text enhancer: dim_feedforward // 2

@@ -51,12 +51,6 @@ def box_sine_embedding(boxes: torch.Tensor, num_feats: int = 128, temperature: f
     return torch.cat(parts, dim=-1)
 
 
-def scalar_sine_embedding(values: torch.Tensor, num_feats: int = 256, temperature: float = 10000.0) -> torch.Tensor:
-    """Sine embedding of a scalar per position (used for text token positions)."""
-    dim_t = _frequencies(num_feats, temperature, values.device)
-    return _interleave_sin_cos(values[..., None] * (2 * math.pi) / dim_t)
-
-
 def image_sine_embedding(mask: torch.Tensor, num_feats: int, temperature: float, dtype: torch.dtype) -> torch.Tensor:
     """DETR's normalised sine position embedding of a padded feature map.
 

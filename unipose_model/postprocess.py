@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torchvision.ops import nms
 
-DEFAULT_BOX_THRESHOLD = 0.1
-DEFAULT_IOU_THRESHOLD = 0.9
+from .box_ops import box_cxcywh_to_xyxy
+from .settings import DEFAULT_BOX_THRESHOLD, DEFAULT_IOU_THRESHOLD
 
 
 @dataclass
@@ -47,11 +47,6 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
-
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
 
 
 def select_queries(logits: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, *,

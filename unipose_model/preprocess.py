@@ -14,10 +14,10 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from .settings import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-DEFAULT_SHORT_SIDE = 800
-DEFAULT_MAX_SIZE = 1333
 MAX_PIXELS = 100_000_000  # refuse anything bigger: resizing it would take seconds and GBs
 
 

@@ -39,13 +39,13 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .configs import MAX_KEYPOINTS
+from .configs import MAX_TEXT_SLOTS as MAX_CLASSES
 from .vocabulary import KeypointSet, Vocabulary, keypoint_key, normalize_name
 
 __all__ = ["KeypointGroup", "Prompt", "PromptError", "parse_prompt", "prompt_from_parts",
            "quote_for_message", "MAX_CLASSES", "MAX_KEYPOINTS"]
 
-MAX_CLASSES = 350    # instance text slots of the official model
-MAX_KEYPOINTS = 68   # keypoint text slots per forward pass of the official model
 _EXAMPLES = "person, cat, dog, hand, face"
 _GROUP_KEYS = {"instances", "classes", "keypoints", "skeleton", "set_id"}
 _RESERVED = (",", ";", ":")  # characters a name must not contain to be written in text form
@@ -266,7 +266,7 @@ def _named_entry(name: str, keypoints: list[str], skeleton, where: str, vocab: V
     return _Entry(name, names, skeleton, where, texts if texts != names else ())
 
 
-def _names_for_message(names: Sequence[str], most: int = 5) -> str:
+def names_for_message(names: Sequence[str], most: int = 5) -> str:
     shown = ", ".join(quote_for_message(n) for n in list(names)[:most])
     return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
 
@@ -492,8 +492,8 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
     classes = list(by_name)
     if order is not None:
         if sorted(order) != sorted(classes):
-            raise PromptError(f"the JSON 'classes' list [{_names_for_message(order)}] does not match the "
-                              f"classes of its groups [{_names_for_message(classes)}]. List each class of "
+            raise PromptError(f"the JSON 'classes' list [{names_for_message(order)}] does not match the "
+                              f"classes of its groups [{names_for_message(classes)}]. List each class of "
                               "the groups exactly once")
         classes = order
     if len(classes) > max_classes:
@@ -510,12 +510,12 @@ def _build(text: str, entries: list[_Entry], vocab: Vocabulary, max_classes: int
         keypoints, texts, shown = key
         names = [classes[i] for i in indices]
         if len(texts or keypoints) > max_keypoints:
-            raise PromptError(f"{len(texts or keypoints)} keypoints for {_names_for_message(names)}, but "
+            raise PromptError(f"{len(texts or keypoints)} keypoints for {names_for_message(names)}, but "
                               f"the model takes at most {max_keypoints} keypoints per prompt. "
                               f"List at most {max_keypoints} keypoints for it")
         explicit = [by_name[n].skeleton for n in names if by_name[n].skeleton is not None]
         if len(set(explicit)) > 1:
-            raise PromptError(f"categories {_names_for_message(names)} share one keypoint list "
+            raise PromptError(f"categories {names_for_message(names)} share one keypoint list "
                               "but were given different skeletons. Give them one skeleton")
         skeleton = explicit[0] if explicit else _derive_skeleton(names, keypoints, vocab)
         groups.append(KeypointGroup(tuple(indices), keypoints, skeleton,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .box_ops import box_iou
+
 MIN_MATCH_IOU = 0.3  # the crop's detection must be the same object, not a neighbour
 MAX_CROP_FRACTION = 0.9  # a crop covering more of the image than this (per side) gains little
 MAX_REFINED_PER_IMAGE = 20  # best-scoring detections refined per image: bounds the cost in crowds
@@ -48,14 +50,6 @@ def crop_around(box, context: float, height: int, width: int) -> Crop | None:
     return Crop(left, top, right, bottom)
 
 
-def box_iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def best_match(box, class_index: int, candidates, crop: Crop):
     """The crop detection (an Instance in crop pixels) of the same class that overlaps ``box``
     (image pixels) most, with IoU >= MIN_MATCH_IOU; None otherwise."""
@@ -64,7 +58,7 @@ def best_match(box, class_index: int, candidates, crop: Crop):
         if cand.class_index != class_index:
             continue
         shifted = (cand.box[0] + crop.x0, cand.box[1] + crop.y0, cand.box[2] + crop.x0, cand.box[3] + crop.y0)
-        iou = box_iou(box, shifted)
+        iou = float(box_iou([box], [shifted])[0, 0])
         if iou >= best_iou:
             best, best_iou = cand, iou
     return best

@@ -51,26 +51,34 @@ def get_profile(name: str) -> SpeedProfile:
         raise ValueError(f"unknown speed profile {name!r}; one of {', '.join(PROFILES)}") from None
 
 
-def apply_profile(predictor, name: str, short_side: int, max_size: int | None) -> SpeedProfile:
-    """Set `predictor`'s input size, its model's query counts and its compute dtype for profile
-    `name`, from the accurate values `short_side` / `max_size`, the model configuration's query
-    counts and the dtype the predictor was built with."""
-    import torch
+def profile_settings(profile: SpeedProfile, base, config, device, backend: str = "pytorch"):
+    """The Settings of `profile` scaled from `base` (the accurate settings, AUTO resolved): input
+    size and, for the pytorch backend, query counts from the model configuration and bf16 where
+    the device runs it natively (exported graphs fix counts and precision)."""
+    from .loading import native_bf16
 
-    from .predictor import native_bf16
+    changes = dict(short_side=max(32, int(round(base.short_side * profile.input_scale))),
+                   max_size=None if not base.max_size else max(32, int(round(base.max_size * profile.input_scale))),
+                   refine=base.refine if profile.refine else None,
+                   heatmap_refiner=base.heatmap_refiner and profile.heatmap_refine)
+    if backend == "pytorch":
+        use_bf16 = profile.bfloat16 and base.dtype == "float32" and native_bf16(device)
+        changes.update(num_queries=max(1, int(round(config.num_queries * profile.query_scale))),
+                       num_select=max(1, int(round(config.num_select * profile.select_scale))),
+                       dtype="bfloat16" if use_bf16 else base.dtype)
+    return base.replace(**changes)
 
+
+def apply_profile(predictor, name: str, short_side: int | None = None, max_size: int | None = None, *,
+                  base=None) -> SpeedProfile:
+    """Give `predictor` the settings of profile `name`, scaled from `base` (default: the settings
+    it was built with) with the accurate input size `short_side` / `max_size` when given. One
+    settings assignment: nothing else of the predictor, and nothing of its model, changes."""
     profile = get_profile(name)
-    cfg = predictor.model.config
-    predictor.refine = predictor.base_refine if profile.refine else None
-    if hasattr(predictor, "base_heatmap_refiner"):
-        predictor.heatmap_refiner = predictor.base_heatmap_refiner if profile.heatmap_refine else None
-    predictor.short_side = max(32, int(round(short_side * profile.input_scale)))
-    predictor.max_size = None if not max_size else max(32, int(round(max_size * profile.input_scale)))
-    if getattr(predictor, "backend", "pytorch") != "pytorch":  # exported graphs fix counts and precision
-        return profile
-    predictor.set_query_counts(max(1, int(round(cfg.num_queries * profile.query_scale))),
-                               max(1, int(round(cfg.num_select * profile.select_scale))))
-    base = predictor.base_dtype
-    use_bf16 = profile.bfloat16 and base == torch.float32 and native_bf16(predictor.device)
-    predictor.dtype = torch.bfloat16 if use_bf16 else base
+    base = predictor.initial_settings if base is None else base
+    if short_side is not None:
+        base = base.replace(short_side=short_side, max_size=max_size)
+    base = base.resolved(predictor.model_defaults())  # AUTO: the model file's values
+    predictor.settings = profile_settings(profile, base, predictor.model.config, predictor.device,
+                                          getattr(predictor, "backend", "pytorch"))
     return profile

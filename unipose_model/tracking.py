@@ -28,12 +28,13 @@ Pure numpy + scipy: no ROS, no torch.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
+from .box_ops import box_cxcywh_to_xyxy, box_iou, box_xyxy_to_cxcywh
 
 UNCONFIRMED = -1  # track_id of a detection whose track has not yet earned an id (birth hysteresis)
 
@@ -120,32 +121,7 @@ def _size(cxcywh: np.ndarray) -> np.ndarray:
     return np.maximum(1.0, 0.5 * (np.abs(cxcywh[:, 2]) + np.abs(cxcywh[:, 3])))
 
 
-def _cxcywh_to_xyxy(z: np.ndarray) -> np.ndarray:
-    out = np.empty((len(z), 4))
-    out[:, :2] = z[:, :2] - z[:, 2:4] / 2
-    out[:, 2:] = z[:, :2] + z[:, 2:4] / 2
-    return out
-
-
-def _xyxy_to_cxcywh(box) -> np.ndarray:
-    b = np.asarray(box, dtype=float).reshape(4)
-    return np.array([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2, max(b[2] - b[0], 1.0), max(b[3] - b[1], 1.0)])
-
-
 # ------------------------------------------------------------------------------- similarity
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of `a` (N, 4) with every box of `b` (M, 4), xyxy -> (N, M)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
-
-
 def keypoint_similarity(a: np.ndarray, b: np.ndarray, scale: np.ndarray, sigma: float = 0.1) -> np.ndarray:
     """OKS-like similarity of keypoint sets `a` (N, K, 2) and `b` (M, K, 2): the mean over the
     keypoints of exp(-d^2 / (2 (sigma * scale)^2)), `scale` (N, M) a box size in pixels. Sets of
@@ -179,7 +155,7 @@ class Track:
 
     @property
     def predicted_box(self) -> np.ndarray:
-        return _cxcywh_to_xyxy(self.kf[0][None])[0]
+        return box_cxcywh_to_xyxy(self.kf[0][None])[0]
 
 
 class Tracker:
@@ -214,9 +190,8 @@ class Tracker:
         scores = np.array([float(i.score) for i in instances])
         # per detection, once: boxes as xyxy and (cx, cy, w, h), keypoints (K, 2), class
         boxes = np.array([i.box for i in instances], dtype=float).reshape(-1, 4)
-        centre_size = np.empty_like(boxes)
-        centre_size[:, :2] = (boxes[:, :2] + boxes[:, 2:]) / 2
-        centre_size[:, 2:] = np.maximum(boxes[:, 2:] - boxes[:, :2], 1.0)
+        centre_size = box_xyxy_to_cxcywh(boxes)
+        centre_size[:, 2:] = np.maximum(centre_size[:, 2:], 1.0)  # the filter needs a size
         det_xy = [_xy(i.keypoints) for i in instances]
         classes = np.array([int(i.class_index) for i in instances])
         high = [i for i, s in enumerate(scores) if s >= cfg.high_threshold]
@@ -308,7 +283,7 @@ class Tracker:
                     use: list[int]) -> np.ndarray:
         """(tracks, detections) similarity; only the columns in `use` are computed (others 0)."""
         w = self.config.keypoint_weight
-        pred_boxes = _cxcywh_to_xyxy(np.array([t.kf[0] for t in tracks]))
+        pred_boxes = box_cxcywh_to_xyxy(np.array([t.kf[0] for t in tracks]))
         det_boxes = boxes[use]
         sim = (1.0 - w) * box_iou(pred_boxes, det_boxes)
         if w > 0:
@@ -356,18 +331,3 @@ def _with(inst, changes: dict):
     for k, v in changes.items():
         setattr(out, k, v)
     return out
-
-
-@contextmanager
-def keep_low_scores(predictor, low_threshold: float):
-    """While tracking, let `predictor` also return the detections in [low_threshold, its own
-    threshold) for the tracker's second pass; yields its own threshold (the tracker's
-    ``high_threshold``, so what the user asked for still decides which objects start tracks)."""
-    own = float(predictor.box_threshold)
-    low = min(own, float(low_threshold))
-    predictor.box_threshold = low
-    try:
-        yield own
-    finally:
-        if predictor.box_threshold == low:  # unless someone (a ROS parameter) set it meanwhile
-            predictor.box_threshold = own

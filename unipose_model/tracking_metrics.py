@@ -20,7 +20,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .tracking import box_iou
+from .box_ops import box_iou
 
 Frame = Mapping[int, Sequence[float]]
 

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from unipose_model.errors import UserError
+
 HELP = "run the detector on the images of a rosbag2 and write a bag with keypoints added"
 KEYPOINTS_TOPIC = "/unipose/keypoints"
 MARKERS_3D_TOPIC = "/unipose/markers_3d"
@@ -31,7 +33,7 @@ ANNOTATED_TOPIC = "/unipose/image_annotated"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
-class BagError(ValueError):
+class BagError(UserError, ValueError):
     """A problem with the bag arguments or contents, told to the user in one line."""
 
 
@@ -53,16 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--clip-weights", default="")
     model.add_argument("--device", default="auto")
     model.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
-    model.add_argument("--box-threshold", type=float, default=-1.0,
-                       help="negative (default): the model file's recommended threshold, else 0.1")
+    # as the node's parameters: "auto" or a negative number = the model file's value
+    model.add_argument("--box-threshold", type=_auto_number(float), default=AUTO_NUMBER,
+                       help="minimum score (auto, default: the model file's recommended threshold, else 0.1)")
     model.add_argument("--iou-threshold", type=float, default=0.9)
     model.add_argument("--max-instances", type=int, default=0, help="0: all")
-    model.add_argument("--short-side", type=int, default=0,
-                       help="input short side (0, default: the model file's training size, else 800)")
-    model.add_argument("--max-size", type=int, default=-1,
-                       help="input long side limit (0: none; -1, default: the model file's, else 1333)")
-    model.add_argument("--refine", type=float, default=-1.0,
-                       help="crop refinement factor (0: off; negative, default: the model file's, else off)")
+    model.add_argument("--short-side", type=_auto_number(int), default=AUTO_NUMBER,
+                       help="input short side (auto, default: the model file's training size, else 800)")
+    model.add_argument("--max-size", type=_auto_number(int), default=AUTO_NUMBER,
+                       help="input long side limit (0: none; auto, default: the model file's, else 1333)")
+    model.add_argument("--refine", type=_auto_number(float), default=AUTO_NUMBER,
+                       help="crop refinement factor (0: off; auto, default: the model file's, else off)")
     parser.add_argument("--no-track", action="store_true", help="no track ids (default: tracked, as the node)")
     parser.add_argument("--track-low-threshold", type=float, default=0.1,
                         help="detections down to this score may keep a track alive, unpublished (default 0.1)")
@@ -76,12 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def add_subparser(subparsers) -> argparse.ArgumentParser:
-    """Register `bag` on the `unipose` command line (argparse subparsers)."""
-    parser = subparsers.add_parser("bag", help=HELP, description=HELP)
-    add_arguments(parser)
-    parser.set_defaults(_run=run)
-    return parser
+AUTO_NUMBER = -1  # "auto" as the node's numeric parameters spell it (model_loader.settings_from_parameters)
+
+
+def _auto_number(kind):
+    """An argparse type: "auto" (the model file's value) or a number of `kind`."""
+    def parse(text: str):
+        return AUTO_NUMBER if text.strip().lower() == "auto" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def message_typestore():
@@ -167,7 +173,7 @@ def process_bag(args: argparse.Namespace) -> dict:
     storage = args.storage or _storage_of(args.input)
 
     predictor = load_predictor({
-        "backend": "torch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
+        "backend": "pytorch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
         "precision": args.precision, "text_encoder": args.text_encoder, "clip_weights": args.clip_weights,
         "box_threshold": args.box_threshold, "iou_threshold": args.iou_threshold,
         "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances,
@@ -176,14 +182,14 @@ def process_bag(args: argparse.Namespace) -> dict:
     model_name = model_label(args.model, args.checkpoint)
     store = message_typestore()
     counts = {"frames": 0, "instances": 0, "skipped": 0, "depth_paired": 0, "depth_unpaired": 0}
-    from unipose_model.tracking import Tracker, keep_low_scores
+    from unipose_model.tracking import Tracker
     from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions, marker_array_3d
     from unipose_ros.depth_pairing import StampPairer
     from unipose_ros.tracks_and_depth import stamp_ns
 
     track = not args.no_track
-    low_scores = keep_low_scores(predictor, args.track_low_threshold if track else predictor.box_threshold)
-    own_threshold = low_scores.__enter__()
+    own_threshold = predictor.settings.box_threshold
+    floor = args.track_low_threshold if track else None  # the tracker's second pass, per call
     tracker = (Tracker(high_threshold=own_threshold, low_threshold=min(args.track_low_threshold, own_threshold))
                if track else None)
     pairer = StampPairer(args.depth_tolerance, capacity=60, wait=0.0)
@@ -233,7 +239,7 @@ def process_bag(args: argparse.Namespace) -> dict:
                     print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
                     return
                 started = time.perf_counter()
-                instances = prompt.run(predictor, image, order)
+                instances = predictor.predict(image, prompt.prepared, color=order, score_floor=floor)
                 model_time = time.perf_counter() - started
                 if tracker is not None:
                     instances = tracker.update(instances)
@@ -265,22 +271,19 @@ def process_bag(args: argparse.Namespace) -> dict:
                 counts["frames"] += 1
                 counts["instances"] += len(instances)
 
-            try:
-                for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
-                                                 disable=args.no_progress, desc="unipose bag"):
-                    writer.write(copied[conn.id], timestamp, raw)
-                    if conn.topic == depth_topic:
-                        depth_msg = deserialize_message(bytes(raw), Image)
-                        pairer.add(stamp_ns(depth_msg.header.stamp), depth_msg)
-                    elif conn.topic == info_topic:
-                        camera_info[0] = deserialize_message(bytes(raw), CameraInfo)
-                    elif conn.topic == topic:
-                        msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
-                        pending.append((timestamp, deserialize_message(bytes(raw), msg_type), msg_type))
-                    flush()
-                flush(final=True)
-            finally:
-                low_scores.__exit__(None, None, None)
+            for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
+                                             disable=args.no_progress, desc="unipose bag"):
+                writer.write(copied[conn.id], timestamp, raw)
+                if conn.topic == depth_topic:
+                    depth_msg = deserialize_message(bytes(raw), Image)
+                    pairer.add(stamp_ns(depth_msg.header.stamp), depth_msg)
+                elif conn.topic == info_topic:
+                    camera_info[0] = deserialize_message(bytes(raw), CameraInfo)
+                elif conn.topic == topic:
+                    msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
+                    pending.append((timestamp, deserialize_message(bytes(raw), msg_type), msg_type))
+                flush()
+            flush(final=True)
     counts["depth_paired"], counts["depth_unpaired"] = pairer.paired, pairer.unpaired
     return counts
 

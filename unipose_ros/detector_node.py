@@ -37,8 +37,8 @@ from unipose_ros.depth_3d import marker_array_3d
 from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
 from unipose_ros.frame_slot import LatestFrameSlot
 from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt,
-                                      runtime_value, resolve_visual_prompt, visual_prompt_from_fields,
-                                      visual_prompt_from_parameters)
+                                      resolve_visual_prompt, settings_from_parameters,
+                                      visual_prompt_from_fields, visual_prompt_from_parameters)
 from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
                                           compressed_to_color, image_to_color)
 from unipose_ros.msg import KeypointInstanceArray, VisualPrompt
@@ -49,6 +49,9 @@ from unipose_ros.tracks_and_depth import TracksAndDepth
 
 NODE_NAME = "unipose"
 REJECTED_PREFIX = "error: "  # ~/active_prompt: a rejection starts with this, a prompt never does
+# parameters that make the predictor's settings (model_loader.settings_from_parameters + the profile)
+SETTINGS_PARAMETERS = {"box_threshold", "iou_threshold", "max_instances", "short_side", "max_size", "refine",
+                       "speed_profile"}
 
 
 def image_qos(kind: str, depth: int) -> QoSProfile:
@@ -124,12 +127,12 @@ class DetectorNode(LifecycleNode):
                 ok, reason = self._apply_prompt(param.value, source="parameter")
                 if not ok:
                     return SetParametersResult(successful=False, reason=reason)
-        if predictor is not None:
-            for param in params:
-                self._apply_runtime(predictor, param.name, param.value)
-            changed = {p.name: p.value for p in params}
-            if changed.keys() & {"speed_profile", "short_side", "max_size", "refine"}:
-                self._apply_speed_profile(predictor, changed)
+        changed = {p.name: p.value for p in params}
+        if predictor is not None and changed.keys() & SETTINGS_PARAMETERS:
+            try:
+                self._apply_settings(predictor, changed)
+            except ValueError as exc:  # a combination the predictor cannot run: refused, nothing changed
+                return SetParametersResult(successful=False, reason=str(exc))
         if any(p.name == "tracking" for p in params):
             self._extras.reset_tracks()
         if any(p.name == "depth_tolerance" for p in params):
@@ -138,30 +141,19 @@ class DetectorNode(LifecycleNode):
             self._limiter.max_rate = float(next(p.value for p in params if p.name == "max_rate"))
         return SetParametersResult(successful=True)
 
-    @staticmethod
-    def _apply_runtime(predictor, name: str, value) -> None:
-        if name in ("box_threshold", "short_side", "max_size"):
-            setattr(predictor, name, runtime_value(predictor, name, value))
-        elif name == "refine":  # the speed profile decides whether it is used
-            predictor.base_refine = runtime_value(predictor, name, value)
-        elif name == "iou_threshold":
-            predictor.iou_threshold = float(value)
-        elif name == "max_instances":
-            predictor.max_instances = int(value) or None
-
-    def _apply_speed_profile(self, predictor, changed: dict | None = None) -> None:
-        """The profile scales the configured input size and the model's query counts."""
+    def _apply_settings(self, predictor, changed: dict | None = None) -> None:
+        """The parameters as the predictor's settings, scaled by the speed profile: one assignment
+        (model_loader.settings_from_parameters; `changed`: values not yet stored)."""
         from unipose_model.speed import apply_profile
 
-        values = {name: self._param(name) for name in ("speed_profile", "short_side", "max_size")}
-        values.update(changed or {})
-        profile = apply_profile(predictor, values["speed_profile"],
-                                runtime_value(predictor, "short_side", values["short_side"]),
-                                runtime_value(predictor, "max_size", values["max_size"]))
-        self.get_logger().info(f"speed profile {profile.describe()}: input short side {predictor.short_side}, "
-                               f"max {predictor.max_size}, box threshold {predictor.box_threshold:g}, "
-                               f"crop refinement {predictor.refine or 'off'}, heatmap refiner "
-                               f"{'on' if getattr(predictor, 'heatmap_refiner', None) is not None else 'off'}")
+        params = self._params()
+        params.update(changed or {})
+        profile = apply_profile(predictor, params["speed_profile"], base=settings_from_parameters(params))
+        s = predictor.settings
+        self.get_logger().info(f"speed profile {profile.describe()}: input short side {s.short_side}, "
+                               f"max {s.max_size}, box threshold {s.box_threshold:g}, "
+                               f"crop refinement {s.refine or 'off'}, heatmap refiner "
+                               f"{'on' if predictor.heatmap_refiner is not None else 'off'}")
 
     # ------------------------------------------------------------------ lifecycle
     def _start_diagnostics(self, period: float) -> None:
@@ -180,6 +172,8 @@ class DetectorNode(LifecycleNode):
                 self._configure_error = reason
                 self.get_logger().error(reason)
                 return TransitionCallbackReturn.FAILURE
+        if params["backend"] == "torch":
+            self.get_logger().warning("backend 'torch' is deprecated: it is now spelled 'pytorch'")
         self.get_logger().info(f"loading model {params['model']} (checkpoint "
                                f"{params['checkpoint'] or 'default'}, device {params['device']})")
         try:
@@ -195,7 +189,7 @@ class DetectorNode(LifecycleNode):
         self._limiter.max_rate = float(params["max_rate"])
         self._extras.depth.set_tolerance(float(params["depth_tolerance"]))
         if params["speed_profile"] != "accurate":
-            self._apply_speed_profile(self.predictor)
+            self._apply_settings(self.predictor)
 
         reliable10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self._pubs = {
@@ -444,8 +438,7 @@ class DetectorNode(LifecycleNode):
         self._last_frame = (image, order, msg.header)  # what ~/capture_visual_prompt uses
         tracking, low = self._param("tracking"), self._param("tracking_low_threshold")
         t0 = time.perf_counter()
-        with self._extras.detections(predictor, tracking, low) as threshold:
-            instances = prompt.run(predictor, image, order)
+        instances, threshold = self._extras.detect(predictor, prompt, image, order, tracking, low)
         model_time = time.perf_counter() - t0
         self._model_time.add(model_time)
         height, width = image.shape[:2]

@@ -4,11 +4,34 @@ from __future__ import annotations
 from unipose_ros.detection_messages import ActivePrompt
 
 
+def backend_name(value: str) -> str:
+    """The library's backend name; 'torch' is the old spelling of 'pytorch'."""
+    return "pytorch" if value == "torch" else value
+
+
+def settings_from_parameters(p: dict):
+    """The node's (or `unipose bag`'s) parameters as the library's Settings. ROS parameters hold
+    numbers only, so "the model file's value" (AUTO) is spelled negative (settings.auto_if_negative);
+    0 keeps its meaning: no long-side cap (max_size), crop refinement off (refine), all detections
+    (max_instances). short_side 0 is the old spelling of AUTO and still read as it."""
+    from unipose_model.settings import AUTO, Settings, auto_if_negative
+
+    backend = backend_name(p.get("backend", "pytorch"))
+    max_size = auto_if_negative(p["max_size"])
+    refine = auto_if_negative(p.get("refine", -1.0))
+    return Settings(box_threshold=auto_if_negative(p["box_threshold"]), iou_threshold=p["iou_threshold"],
+                    short_side=AUTO if p["short_side"] <= 0 else p["short_side"],
+                    max_size=max_size if max_size == AUTO else (int(max_size) or None),
+                    max_instances=p["max_instances"] or None,
+                    refine=refine if refine == AUTO else (float(refine) or None),
+                    dtype="float32" if backend != "pytorch" else p["precision"])
+
+
 def load_predictor(p: dict):
     """The model behind the node, built from the node's parameters (dict name -> value)."""
     from unipose_model.predictor import Predictor
 
-    backend = {"torch": "pytorch"}.get(p["backend"], p["backend"])
+    backend = backend_name(p["backend"])
     options = {}
     if backend != "pytorch":
         if p.get("backend_cache_dir"):
@@ -17,16 +40,10 @@ def load_predictor(p: dict):
             options["force_rebuild"] = True
         if backend == "tensorrt":
             options["precision"] = {"float32": "fp32", "float16": "fp16", "bfloat16": "fp16"}[p["precision"]]
-    dtype = "float32" if backend != "pytorch" else p["precision"]
     return Predictor(model=p["model"], checkpoint=p["checkpoint"] or None, device=p["device"],
-                     dtype=dtype, text_encoder=p["text_encoder"], backend=backend, backend_options=options,
-                     clip_weights=p["clip_weights"] or None,
-                     box_threshold="auto" if p["box_threshold"] < 0 else p["box_threshold"],
-                     iou_threshold=p["iou_threshold"], short_side=p["short_side"] if p["short_side"] > 0 else None,
-                     max_size="auto" if p["max_size"] < 0 else (p["max_size"] or None),
-                     max_instances=p["max_instances"] or None,
-                     refine="auto" if p.get("refine", -1.0) < 0 else (p["refine"] or None),
-                     compile=bool(p.get("compile", False)))
+                     text_encoder=p["text_encoder"], backend=backend, backend_options=options,
+                     clip_weights=p["clip_weights"] or None, compile=bool(p.get("compile", False)),
+                     settings=settings_from_parameters(p))
 
 
 def model_label(model: str, checkpoint: str) -> str:
@@ -39,19 +56,11 @@ def model_label(model: str, checkpoint: str) -> str:
 
 
 def runtime_value(predictor, name: str, value):
-    """A node parameter's value for the predictor, with the "from the model file" sentinels
-    (box_threshold < 0, short_side 0, max_size -1, refine < 0) replaced by what the model file
-    recommends."""
-    defaults = predictor.model_defaults()
-    if name == "box_threshold":
-        return defaults["box_threshold"] if value < 0 else float(value)
-    if name == "short_side":
-        return defaults["short_side"] if value <= 0 else int(value)
-    if name == "max_size":
-        return defaults["max_size"] if value < 0 else (int(value) or None)
-    if name == "refine":
-        return defaults["refine"] if value < 0 else (float(value) or None)
-    return value
+    """A node parameter's value as the predictor uses it: the "from the model file" spelling
+    (negative; short_side 0) resolved against the model file (settings_from_parameters)."""
+    params = {"box_threshold": -1.0, "iou_threshold": 0.9, "short_side": 0, "max_size": -1, "max_instances": 0,
+              "refine": -1.0, "precision": "float32", name: value}
+    return getattr(settings_from_parameters(params).resolved(predictor.model_defaults()), name)
 
 
 def resolve_prompt(predictor, text: str) -> ActivePrompt:

@@ -31,10 +31,11 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
     Param("clip_weights", "", "CLIP weights file or directory for offline machines (empty: the "
           "open_clip cache)."),
     Param("device", "auto", "Inference device: auto (CUDA when available), cpu, cuda, cuda:N."),
-    Param("backend", "torch", "Inference backend: torch (the PyTorch model), onnxruntime (an ONNX "
+    Param("backend", "pytorch", "Inference backend: pytorch (the PyTorch model; 'torch' is its old "
+          "name, still accepted), onnxruntime (an ONNX "
           "export of it, built on first use per input size and cached), tensorrt (a TensorRT engine, "
           "CUDA GPU and the tensorrt package needed; cached by weights, TensorRT version, GPU, "
-          "precision and input size).", choices=("torch", "onnxruntime", "tensorrt")),
+          "precision and input size).", choices=("pytorch", "onnxruntime", "tensorrt", "torch")),
     Param("backend_cache_dir", "", "Where exported ONNX graphs / TensorRT engines are cached "
           "(empty: ~/.cache/unipose/engines)."),
     Param("force_rebuild", False, "Rebuild the ONNX graph / TensorRT engine even when the cache "
@@ -64,8 +65,8 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           runtime=True, range=(0.0, 1.0)),
     Param("max_instances", 0, "Keep at most this many detections per image, best first (0: all).",
           runtime=True, range=(0, 1000)),
-    Param("short_side", 0, "Input resize: short side in pixels. 0: the size the model file was "
-          "trained for (800 when it names none).", runtime=True, range=(0, 4096)),
+    Param("short_side", -1, "Input resize: short side in pixels. Negative (or 0, the old spelling): "
+          "the size the model file was trained for (800 when it names none).", runtime=True, range=(-1, 4096)),
     Param("max_size", -1, "Input resize: long side limit in pixels. 0: none; -1: the model "
           "file's (1333 when it names none).", runtime=True, range=(-1, 8192)),
     Param("refine", -1.0, "Crop refinement: a second pass on a square crop of this many times each "

@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 from unipose_model.depth import DepthError
-from unipose_model.tracking import Tracker, keep_low_scores
+from unipose_model.tracking import Tracker
 from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions
 from unipose_ros.depth_pairing import StampPairer
 
@@ -41,10 +41,14 @@ class TracksAndDepth:
 
     # ------------------------------------------------------------------ tracking
     @staticmethod
-    def detections(predictor, tracking: bool, low_threshold: float):
-        """Around one inference: lets the predictor return the low-score detections the tracker's
-        second pass needs; yields the user's threshold (below it, only track continuations)."""
-        return keep_low_scores(predictor, low_threshold if tracking else predictor.box_threshold)
+    def detect(predictor, prompt, image, color: str, tracking: bool, low_threshold: float):
+        """One inference -> (instances, the user's threshold). With tracking, the predictor also
+        returns the low-score detections the tracker's second pass needs (a per-call score floor:
+        its settings are not touched); only those at the threshold are published or start tracks."""
+        threshold = predictor.settings.box_threshold
+        source = prompt.prepared if prompt.prepared is not None else prompt.text
+        instances = predictor.predict(image, source, color=color, score_floor=low_threshold if tracking else None)
+        return instances, threshold
 
     def track(self, instances, prompt, tracking: bool, high_threshold: float, low_threshold: float):
         """The instances to publish: tracked (with track_id) or, with tracking off, as they are."""

@@ -19,15 +19,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import generalized_box_iou
 
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), -1)
-
-
-def box_xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), -1)
+# box conversions live in the library (one implementation); imported here for losses/denoising
+from unipose_model.box_ops import box_cxcywh_to_xyxy, box_xyxy_to_cxcywh  # noqa: F401
 
 
 def focal_class_cost(logits: torch.Tensor, labels: torch.Tensor, alpha: float = 0.25,

@@ -223,8 +223,8 @@ def test_sentinels_fall_back_to_library_defaults_for_a_file_without_recommendati
     assert (predictor.short_side, predictor.max_size, predictor.refine) == (800, 1333, None)
     explicit = load_predictor({**params, "box_threshold": 0.0, "short_side": 256, "max_size": 0})
     assert (explicit.box_threshold, explicit.short_side, explicit.max_size) == (0.0, 256, None)
-    assert predictor._compiled is None
-    assert load_predictor({**params, "compile": True})._compiled.backend == "inductor"  # compiles at the first frame
+    assert predictor.compiled is None
+    assert load_predictor({**params, "compile": True}).compiled.backend == "inductor"  # compiles at the first frame
 
 
 def test_startup_visual_prompt_from_parameters(ros_context, tmp_path):
@@ -258,3 +258,18 @@ def test_startup_visual_prompt_from_parameters(ros_context, tmp_path):
     (tmp_path / "bad.txt").write_text("head 1 2\n")
     assert configured(BUNDLED_SUPPORT_IMAGE, str(tmp_path / "bad.txt")) == "fly"   # refused: no 'name:'
     assert configured(str(tmp_path / "missing.png"), str(BUNDLED_SUPPORT_KEYPOINTS)) == "fly"
+
+
+def test_parameters_become_one_settings_object_with_one_auto_rule():
+    """Negative = the model file's value (AUTO); 0 keeps its meaning (no cap, off, all); the
+    backend's old name 'torch' is the library's 'pytorch'."""
+    from unipose_model.settings import AUTO
+    from unipose_ros.model_loader import backend_name, settings_from_parameters
+
+    s = settings_from_parameters(_defaults())
+    assert (s.box_threshold, s.short_side, s.max_size, s.refine, s.max_instances) == (AUTO, AUTO, AUTO, AUTO, None)
+    s = settings_from_parameters({**_defaults(), "box_threshold": 0.4, "short_side": 0, "max_size": 0,
+                                  "refine": 0.0, "max_instances": 3})
+    assert (s.box_threshold, s.short_side, s.max_size, s.refine, s.max_instances) == (0.4, AUTO, None, None, 3)
+    assert _defaults()["backend"] == "pytorch" and backend_name("torch") == "pytorch"
+    assert check_choice("backend", "torch") is None  # the old spelling is still accepted

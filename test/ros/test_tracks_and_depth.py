@@ -9,6 +9,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
 from unipose_model.predictor import Instance
+from unipose_model.settings import Settings
 from unipose_ros.depth_3d import marker_array_3d
 from unipose_ros.detection_messages import (ActivePrompt, ClassLayout, PixelProjector, keypoint_array,
                                             marker_array)
@@ -127,11 +128,18 @@ def test_tracks_restart_on_a_prompt_change_and_low_scores_only_continue_tracks()
     out = extras.track([person(0.9), person(0.3, dx=100)], PROMPT, False, 0.5, 0.1)
     assert [i.track_id for i in out] == [None]
 
-    class P:
-        box_threshold = 0.5
-    with extras.detections(P, True, 0.1) as own:
-        assert (own, P.box_threshold) == (0.5, 0.1)
-    assert P.box_threshold == 0.5
+    class P:  # the floor is per call: the predictor's settings are never changed
+        settings = Settings(box_threshold=0.5)
+        floors = []
+
+        def predict(self, image, prompt, color, score_floor):
+            self.floors.append(score_floor)
+            return [person(0.3)]
+    p = P()
+    found, threshold = extras.detect(p, PROMPT, None, "rgb", True, 0.1)
+    assert [i.score for i in found] == [0.3] and threshold == 0.5
+    assert extras.detect(p, PROMPT, None, "rgb", False, 0.1)[1] == 0.5
+    assert p.floors == [0.1, None] and p.settings.box_threshold == 0.5
 
 
 def test_markers_are_coloured_by_track_id_and_3d_markers_skip_invalid_points():

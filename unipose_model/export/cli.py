@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..configs import MAX_KEYPOINTS, MAX_TEXT_SLOTS
+
 HELP = "export the detector: ONNX graph or TensorRT engine"
 
 
@@ -36,9 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _common(onnx)
     onnx.add_argument("--out", "-o", required=True, help="output .onnx file")
     onnx.add_argument("--num-classes", type=int, default=2,
-                      help="example prompt classes; the graph takes any number 1..349 unless --static-prompt")
+                      help=f"example prompt classes; the graph takes any number 1..{MAX_TEXT_SLOTS - 1} unless "
+                           "--static-prompt")
     onnx.add_argument("--num-keypoints", type=int, default=17,
-                      help="example prompt keypoints; the graph takes any number 1..68 unless --static-prompt")
+                      help=f"example prompt keypoints; the graph takes any number 1..{MAX_KEYPOINTS} unless "
+                           "--static-prompt")
     onnx.add_argument("--static-prompt", action="store_true",
                       help="fix N and K to --num-classes / --num-keypoints")
     onnx.add_argument("--deform-attn", choices=["grid_sample", "trt_plugin"], default="grid_sample",
@@ -55,11 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _model(args):
-    from ..predictor import REFERENCE_CHECKPOINT, _load_model, resolve_checkpoint
+    from ..loading import REFERENCE_CHECKPOINT, load_model, resolve_checkpoint
 
     checkpoint = resolve_checkpoint(args.model, args.checkpoint)
-    loaded = _load_model(args.model, checkpoint)
-    model = loaded[0] if isinstance(loaded, tuple) else loaded
+    model = load_model(args.model, checkpoint)[0]
     if str(checkpoint) == REFERENCE_CHECKPOINT:
         print("unipose export: warning: reference weights (meaningless detections)", file=sys.stderr)
     return model.eval()
@@ -89,11 +92,5 @@ def _run_tensorrt(args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..backends import BackendError
-    from ..cli import CliError
-    from .onnx_export import ExportError
-
-    try:
-        return args._export(args)
-    except (ExportError, BackendError) as e:
-        raise CliError(str(e)) from None
+    """ExportError and BackendError are user errors: `unipose` prints them in one line."""
+    return args._export(args)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -191,7 +190,3 @@ def describe(path: str | Path) -> Dict[str, object]:
             "metadata": {p.key: p.value for p in proto.metadata_props},
             "opsets": {o.domain or "ai.onnx": o.version for o in proto.opset_import},
             "ops": [f"{d}::{t}" for d, t in ops]}
-
-
-def describe_json(path: str | Path) -> str:
-    return json.dumps(describe(path), indent=1)

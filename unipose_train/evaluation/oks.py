@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from unipose_model.box_ops import box_iou
+
 __all__ = ["oks_matrix", "box_iou_matrix", "XTCOCO_BOX_AREA_FACTOR"]
 
 # xtcocotools' use_area=False replaces the segment area by box area * 0.53 (CrowdPose/OCHuman).
@@ -46,15 +48,4 @@ def oks_matrix(dt_kpts: np.ndarray, gt_kpts: np.ndarray, gt_areas: np.ndarray, g
 
 def box_iou_matrix(dt_boxes: np.ndarray, gt_boxes: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
     """(D, G) IoU of xywh boxes; for crowd ground truth the union is the detection's area."""
-    d = np.asarray(dt_boxes, dtype=np.float64).reshape(-1, 4)
-    g = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    if len(d) == 0 or len(g) == 0:
-        return np.zeros((len(d), len(g)))
-    w = np.minimum(d[:, None, 0] + d[:, None, 2], g[None, :, 0] + g[None, :, 2]) - np.maximum(d[:, None, 0], g[None, :, 0])
-    h = np.minimum(d[:, None, 1] + d[:, None, 3], g[None, :, 1] + g[None, :, 3]) - np.maximum(d[:, None, 1], g[None, :, 1])
-    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-    da = (d[:, 2] * d[:, 3])[:, None]
-    ga = (g[:, 2] * g[:, 3])[None, :]
-    union = np.where(np.asarray(gt_crowd, bool)[None, :], da, da + ga - inter)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(inter > 0, inter / union, 0.0)
+    return box_iou(dt_boxes, gt_boxes, fmt="xywh", crowd=gt_crowd)
