@@ -390,7 +390,6 @@ def _clip_frames(n: int):
 def section_predictor(result: SectionResult, budget: Budget, args) -> None:
     device = require_cuda(args)
     import numpy as np
-    import torch
 
     from unipose_model.predictor import Predictor
     from unipose_model.speed import apply_profile
