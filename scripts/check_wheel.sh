@@ -76,15 +76,16 @@ mkdir "$WORK/run" && cd "$WORK/run"
 BIN="$WORK/venv/bin"
 DATA="$("$BIN/python" -c 'import unipose_model, pathlib; print(pathlib.Path(unipose_model.__file__).parent / "data")')"
 [[ "$DATA" == "$SITE/"* ]] || die "unipose_model imported from $DATA, not from the installed wheel"
-# TODO(lead, after merging issue-23a): run the bundled clip instead of the still image:
-#   "$BIN/unipose" predict "$DATA/sample_fly.mp4" --max-frames 3 --model fly --prompt fly --out predict
-HF_HUB_OFFLINE=1 "$BIN/unipose" predict "$DATA/sample_fly.jpg" --model fly --prompt fly --out predict \
+# the bundled clip, its first 3 frames (video decoding, tracking, the progress-bar path)
+HF_HUB_OFFLINE=1 "$BIN/unipose" predict "$DATA/sample_fly.mp4" --max-frames 3 --model fly --prompt fly --out predict \
   > predict.log 2>&1 || { cat predict.log >&2; die "unipose predict"; }
 "$BIN/python" - <<'EOF' || die "unipose predict wrote no fly with 13 keypoints"
 import json, sys
 found = json.load(open("predict/results.json"))  # COCO results: one record per instance
 assert found and all(r["label"] == "fly" and len(r["keypoints"]) == 13 * 3 for r in found), found
-print(f"[wheel]   {len(found)} flies found, 13 keypoints each", file=sys.stderr)
+frames = {r["image_id"] for r in found}
+assert len(frames) == 3, f"expected results on 3 frames (--max-frames 3), got {len(frames)}"
+print(f"[wheel]   {len(found)} flies found on {len(frames)} frames, 13 keypoints each", file=sys.stderr)
 EOF
 # inference imported none of the extras' packages (they are not installed here)
 "$BIN/python" -c "
