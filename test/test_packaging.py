@@ -69,7 +69,7 @@ def test_every_ros_script_answers_help_without_rclpy():
     assert "--ros-args -p model:='unipose_swint'" in detector
     for p in DETECTOR_PARAMETERS:  # every parameter with its default
         assert re.search(rf"^  {p.name} \(default ", detector, re.M), p.name
-    assert "  backend (default 'torch'):" in detector and "One of: torch, onnxruntime, tensorrt." in detector
+    assert "  backend (default 'pytorch'):" in detector and "One of: pytorch, onnxruntime, tensorrt, torch." in detector
     assert "Cannot run here: unipose-detector: ROS 2 (rclpy) is not importable" in detector
     source = results["image_source"]["out"]
     for p in IMAGE_SOURCE_PARAMETERS:
