@@ -82,7 +82,7 @@ def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", 
     from visualization_msgs.msg import Marker, MarkerArray
 
     from unipose_ros.detection_messages import _marker_template, _pose_at, _rgba, _scale, instance_colour
-    from unipose_ros.message_construction import like, point
+    from unipose_ros.message_construction import like, point, valid_points
 
     base = _marker_template(header, frame_id, lifetime_s)
     out = MarkerArray(markers=[like(base, action=Marker.DELETEALL)])
@@ -94,11 +94,13 @@ def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", 
     # every instance's valid points at once; None where invalid (never drawn)
     xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions]).tolist()
     valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions]).tolist()
-    all_pts = [point(x, y, z) if ok else None for (x, y, z), ok in zip(xyz, valid)]
+    all_pts = valid_points(xyz, valid)
     start = 0
     for i, (inst, (_, valid_i)) in enumerate(zip(instances, positions)):
-        pts = all_pts[start:start + len(valid_i)]
-        start += len(valid_i)
+        end = start + len(valid_i)
+        pts = all_pts[start:end]
+        rows = [r for r, ok in zip(xyz[start:end], valid[start:end]) if ok]
+        start = end
         shown = [p for p in pts if p is not None]
         if not shown:
             continue
@@ -113,8 +115,8 @@ def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", 
                                   color=colour, points=bones))
         track = getattr(inst, "track_id", None)
         # above the instance: mean x and z, highest point (smallest y) of its valid keypoints
-        anchor = point(sum(p.x for p in shown) / len(shown), min(p.y for p in shown) - 4 * sphere_m,
-                       sum(p.z for p in shown) / len(shown))
+        anchor = point(sum(r[0] for r in rows) / len(rows), min(r[1] for r in rows) - 4 * sphere_m,
+                       sum(r[2] for r in rows) / len(rows))
         labels.append(like(base, ns="label_3d", id=i, type=Marker.TEXT_VIEW_FACING,
                            scale=_scale(0.0, 0.0, 3 * sphere_m), color=colour, pose=_pose_at(anchor),
                            text=f"{inst.label}" + (f" #{track}" if track is not None and track > 0 else "")))

@@ -234,10 +234,15 @@ def marker_array(instances: Sequence, header, projector: PixelProjector, image_s
 def _marker_template(header, frame_id: str, lifetime_s: float) -> Marker:
     """An ADD marker with the frame's header (a copy: the input header must stay untouched),
     identity orientation and the lifetime; markers of one array are shallow copies of it."""
+    return like(_blank_marker(float(lifetime_s)), header=Header(stamp=header.stamp, frame_id=frame_id or header.frame_id))
+
+
+@lru_cache(maxsize=8)
+def _blank_marker(lifetime_s: float) -> Marker:
+    # built once (Marker() builds a dozen nested messages); only ever copied, never modified
     sec = int(lifetime_s)
     marker = Marker(action=Marker.ADD, frame_locked=False,
                     lifetime=Duration(sec=sec, nanosec=int(round((lifetime_s - sec) * 1e9))))
-    marker.header = Header(stamp=header.stamp, frame_id=frame_id or header.frame_id)
     marker.pose.orientation.w = 1.0
     return marker
 

@@ -60,6 +60,11 @@ def points(xyz) -> list:
     return [point(x, y, z) for x, y, z in xyz]
 
 
+def valid_points(xyz, valid) -> list:
+    """Like :func:`points`, with None for the rows whose `valid` is false (they are never drawn)."""
+    return [point(x, y, z) if ok else None for (x, y, z), ok in zip(xyz, valid)]
+
+
 @lru_cache(maxsize=1)
 def keypoint_factory():
     """A function (name, index, x, y, score, position, position_valid) -> unipose_ros/Keypoint.
@@ -84,22 +89,26 @@ def like(template, **fields):
     """A shallow copy of a message with some fields replaced: the copy shares the template's other
     nested messages (header, lifetime, ...), so neither may be modified in place afterwards.
     (copy.copy would go through every field's property; the slots are copied directly.)"""
-    cls = type(template)
-    slots = _slots(cls)
-    if slots is None:  # pragma: no cover - not a generated message class
-        import copy
-
-        out = copy.copy(template)
-    else:
-        out = object.__new__(cls)
-    for slot in slots or ():
-        setattr(out, slot, getattr(template, slot))
-    for name, value in fields.items():
-        setattr(out, name, value)
+    clone, direct = _cloner(type(template))
+    out = clone(template)
+    if direct:
+        for name, value in fields.items():
+            setattr(out, "_" + name, value)
+    else:  # pragma: no cover
+        for name, value in fields.items():
+            setattr(out, name, value)
     return out
 
 
 @lru_cache(maxsize=None)
-def _slots(cls) -> tuple[str, ...] | None:
-    slots = getattr(cls, "__slots__", None)
-    return tuple(slots) if slots and "_check_fields" in slots else None
+def _cloner(cls):
+    """(a function copying a `cls` message slot by slot, whether fields may be set by slot).
+    The function is generated, as dataclasses does, so each slot is one plain attribute copy."""
+    if not _direct_slots(cls):  # pragma: no cover - another layout: the standard shallow copy
+        import copy
+
+        return copy.copy, False
+    body = "".join(f"    out.{slot} = template.{slot}\n" for slot in cls.__slots__)
+    namespace = {"new": object.__new__, "cls": cls}
+    exec(f"def clone(template):\n    out = new(cls)\n{body}    return out\n", namespace)  # noqa: S102
+    return namespace["clone"], True
