@@ -76,24 +76,23 @@ def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], pro
     out.classes = [KeypointClass(name=c.name, keypoint_names=list(c.keypoint_names),
                                  skeleton=[int(i) for pair in c.skeleton for i in pair])
                    for c in prompt.classes]
-    keypoint = keypoint_factory()
+    make_keypoints = keypoint_factory()
     kpts = [np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3) for inst in instances]
-    if positions is not None and len(positions):
-        xyz_all = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions]).tolist()
-        valid_all = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions]).tolist()
     rows = np.concatenate(kpts).tolist() if kpts else []
+    if positions is not None and len(positions):
+        xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions])
+        valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions])
+        # no depth at a keypoint: NaN, never a position at the camera centre
+        xyz[~valid] = np.nan
+        located = list(zip(points(xyz.tolist()), valid.tolist()))
+    else:
+        located = list(zip(points([[_NAN, _NAN, _NAN]] * len(rows)), [False] * len(rows)))
     start = 0
     for i, inst in enumerate(instances):
         x0, y0, x1, y1 = (float(v) for v in inst.box)
         n = len(kpts[i])
         names = [str(name) for name in inst.keypoint_names[:n]] + [str(k) for k in range(len(inst.keypoint_names), n)]
-        if positions is not None:
-            xyz, valid = xyz_all[start:start + n], valid_all[start:start + n]
-        else:
-            xyz, valid = None, [False] * n
-        # no depth at a keypoint: NaN, never a position at the camera centre
-        keypoints = [keypoint(names[k], k, x, y, s, point(*xyz[k]) if valid[k] else point(_NAN, _NAN, _NAN), valid[k])
-                     for k, (x, y, s) in enumerate(rows[start:start + n])]
+        keypoints = make_keypoints(names, rows[start:start + n], located[start:start + n])
         start += n
         track = getattr(inst, "track_id", None)
         out.instances.append(KeypointInstance(

@@ -55,34 +55,73 @@ else:  # pragma: no cover - another rosidl layout or checks on
         return Pose(position=position, orientation=orientation)
 
 
-def points(xyz) -> list:
-    """Points from rows of (x, y, z) Python floats (e.g. an (N, 3) array's tolist())."""
-    return [point(x, y, z) for x, y, z in xyz]
+if DIRECT:
+    def points(xyz) -> list:
+        """Points from rows of (x, y, z) Python floats (e.g. an (N, 3) array's tolist())."""
+        out = []
+        append = out.append
+        for x, y, z in xyz:  # point() inlined: a frame has hundreds
+            p = _new(Point)
+            p._x = x
+            p._y = y
+            p._z = z
+            p._check_fields = False
+            append(p)
+        return out
 
+    def valid_points(xyz, valid) -> list:
+        """Like :func:`points`, with None for the rows whose `valid` is false (they are never drawn)."""
+        out = []
+        append = out.append
+        for (x, y, z), ok in zip(xyz, valid):
+            if ok:
+                p = _new(Point)
+                p._x = x
+                p._y = y
+                p._z = z
+                p._check_fields = False
+                append(p)
+            else:
+                append(None)
+        return out
+else:  # pragma: no cover
+    def points(xyz) -> list:
+        return [point(x, y, z) for x, y, z in xyz]
 
-def valid_points(xyz, valid) -> list:
-    """Like :func:`points`, with None for the rows whose `valid` is false (they are never drawn)."""
-    return [point(x, y, z) if ok else None for (x, y, z), ok in zip(xyz, valid)]
+    def valid_points(xyz, valid) -> list:
+        return [point(x, y, z) if ok else None for (x, y, z), ok in zip(xyz, valid)]
 
 
 @lru_cache(maxsize=1)
 def keypoint_factory():
-    """A function (name, index, x, y, score, position, position_valid) -> unipose_ros/Keypoint.
-    Built on first use: the message classes load only when a keypoint message is made."""
+    """A function (names, rows, positions) -> [unipose_ros/Keypoint]: `names` per keypoint, `rows`
+    its (x, y, score) Python floats, `positions` its Point (a NaN one where there is no valid
+    position) and validity pairs. Built on first use: the message classes load only when a
+    keypoint message is made."""
     from unipose_ros.msg import Keypoint
 
     if not _direct_slots(Keypoint):  # pragma: no cover
-        return lambda name, index, x, y, score, position, valid: Keypoint(
-            name=name, index=index, x=x, y=y, score=score, position=position, position_valid=valid)
-    new = Keypoint.__new__
+        return lambda names, rows, positions: [
+            Keypoint(name=name, index=k, x=x, y=y, score=s, position=p, position_valid=ok)
+            for k, (name, (x, y, s), (p, ok)) in enumerate(zip(names, rows, positions))]
 
-    def keypoint(name: str, index: int, x: float, y: float, score: float, position: Point, valid: bool):
-        k = new(Keypoint)
-        k._name, k._index, k._x, k._y, k._score = name, index, x, y, score
-        k._position, k._position_valid, k._check_fields = position, valid, False
-        return k
+    def keypoints(names, rows, positions) -> list:
+        out = []
+        append = out.append
+        for k, (name, (x, y, s), (p, ok)) in enumerate(zip(names, rows, positions)):
+            kp = _new(Keypoint)
+            kp._name = name
+            kp._index = k
+            kp._x = x
+            kp._y = y
+            kp._score = s
+            kp._position = p
+            kp._position_valid = ok
+            kp._check_fields = False
+            append(kp)
+        return out
 
-    return keypoint
+    return keypoints
 
 
 def like(template, **fields):

@@ -39,11 +39,14 @@ def test_keypoints_equal_the_constructor():
     from unipose_ros.msg import Keypoint
 
     make = mc.keypoint_factory()
-    k = make("left wrist", 9, 12.5, 40.0, 0.75, mc.point(0.1, 0.2, 1.5), True)
-    expected = Keypoint(name="left wrist", index=9, x=12.5, y=40.0, score=0.75,
+    got = make(["nose", "left wrist"], [[1.0, 2.0, 0.5], [12.5, 40.0, 0.75]],
+               [(mc.point(math.nan, math.nan, math.nan), False), (mc.point(0.1, 0.2, 1.5), True)])
+    expected = Keypoint(name="left wrist", index=1, x=12.5, y=40.0, score=0.75,
                         position=Point(x=0.1, y=0.2, z=1.5), position_valid=True)
-    assert k == expected
-    assert deserialize_message(serialize_message(k), Keypoint) == expected
+    assert got[1] == expected and len(got) == 2
+    assert (got[0].name, got[0].index, got[0].position_valid) == ("nose", 0, False)
+    assert deserialize_message(serialize_message(got[1]), Keypoint) == expected
+    assert mc.valid_points([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [False, True]) == [None, Point(x=4.0, y=5.0, z=6.0)]
 
 
 def test_like_copies_a_message_and_replaces_only_the_named_fields():
