@@ -9,7 +9,9 @@ they are at REV (default: the commit before the cheaper message construction) ne
 current ones, and times both on the same 640x480 frame (5 tracked instances x 17 keypoints, 3-D
 positions from an aligned 16UC1 depth image, as bench_ros.py's last column), alternating old and
 new each repetition, so load affects both alike. Each row is the median of build + rclpy publish
-(no subscriber: serialisation only). Prints a table; writes nothing.
+(no subscriber: serialisation only), wall and this thread's CPU time; the last row is bench_ros.py's
+whole tracked + 3-D frame (the tracker and depth lookup are this checkout's in both columns).
+Prints a table; writes nothing.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 import bench_ros  # noqa: E402
 from unipose_ros import depth_3d, detection_messages  # noqa: E402
-from unipose_ros.image_conversion import array_to_image  # noqa: E402
+from unipose_ros.image_conversion import array_to_image, image_to_color  # noqa: E402
 from unipose_ros.msg import KeypointInstanceArray  # noqa: E402
 from unipose_ros.tracks_and_depth import TracksAndDepth  # noqa: E402
 
@@ -59,7 +61,8 @@ def module_at(revision: str, path: str, name: str):
 
 
 def frame_inputs(width: int = 640, height: int = 480):
-    """Tracked instances and their 3-D positions for one frame, as the node has them."""
+    """Tracked instances and their 3-D positions for one frame, as the node has them, and what the
+    node started from (the colour and depth images, CameraInfo, the tracker and depth pairer)."""
     header = Header(frame_id="camera")
     header.stamp.sec = 1
     msg = array_to_image(bench_ros.sample_frame(width, height), "bgr8", header)
@@ -71,11 +74,14 @@ def frame_inputs(width: int = 640, height: int = 480):
     info.k = [600.0, 0.0, width / 2 - 0.5, 0.0, 600.0, height / 2 - 0.5, 0.0, 0.0, 1.0]
     info.d = [-0.2, 0.05, 0.001, -0.001, 0.0]
     depth = np.random.default_rng(2).integers(500, 3000, (height, width)).astype(np.uint16)
-    extras.on_depth(Image(header=header, height=height, width=width, encoding="16UC1", step=2 * width,
-                          data=depth.tobytes()))
-    tracked = extras.track(bench_ros.fake_instances(width, height), prompt, True, 0.3, 0.1)
+    depth_msg = Image(header=header, height=height, width=width, encoding="16UC1", step=2 * width,
+                      data=depth.tobytes())
+    extras.on_depth(depth_msg)
+    instances = bench_ros.fake_instances(width, height)
+    tracked = extras.track(instances, prompt, True, 0.3, 0.1)
     positions, frame, _ = extras.positions(tracked, msg.header, (width, height), info, 5)
-    return msg.header, (width, height), prompt, tracked, positions, frame
+    start = argparse.Namespace(msg=msg, depth_msg=depth_msg, info=info, instances=instances, extras=extras)
+    return msg.header, (width, height), prompt, tracked, positions, frame, start
 
 
 def main() -> int:
@@ -92,37 +98,51 @@ def main() -> int:
         keypoints_pub = node.create_publisher(KeypointInstanceArray, "/bench/keypoints", 10)
         markers_pub = node.create_publisher(MarkerArray, "/bench/markers", 10)
         markers_3d_pub = node.create_publisher(MarkerArray, "/bench/markers_3d", 10)
-        header, size, prompt, tracked, positions, frame = frame_inputs()
+        header, size, prompt, tracked, positions, frame, start = frame_inputs()
 
         def parts(messages, depth):
             projector = messages.PixelProjector(2.0, 0.002, None)  # each version's own projection
+
+            def whole_frame():  # bench_ros.py's last column: the same steps with this version's messages
+                start.extras.on_depth(start.depth_msg)
+                image_to_color(start.msg)
+                now = start.extras.track(start.instances, prompt, True, 0.3, 0.1)
+                where, in_frame, _ = start.extras.positions(now, header, size, start.info, 5)
+                keypoints_pub.publish(messages.keypoint_array(now, header, size, prompt, "bench", 0.0, where,
+                                                              in_frame))
+                markers_pub.publish(messages.marker_array(now, header, projector, size))
+                markers_3d_pub.publish(depth.marker_array_3d(now, where, header, in_frame))
+
             return {
                 "keypoint array": lambda: keypoints_pub.publish(messages.keypoint_array(
                     tracked, header, size, prompt, "bench", 0.0, positions, frame)),
                 "markers": lambda: markers_pub.publish(messages.marker_array(tracked, header, projector, size)),
                 "3-D markers": lambda: markers_3d_pub.publish(depth.marker_array_3d(tracked, positions, header, frame)),
+                "whole frame, tracking + 3-D": whole_frame,
             }
 
         versions = {"before": parts(old_messages, old_depth), "now": parts(detection_messages, depth_3d)}
         times = {(v, p): [] for v in versions for p in versions[v]}
+        cpu = {(v, p): [] for v in versions for p in versions[v]}
         for _ in range(args.repeat + 5):
             for version, fns in versions.items():
                 for part, fn in fns.items():
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     fn()
+                    cpu[version, part].append(time.thread_time() - c0)
                     times[version, part].append(time.perf_counter() - t0)
         median = {k: statistics.median(v[5:]) * 1e3 for k, v in times.items()}
+        median_cpu = {k: statistics.median(v[5:]) * 1e3 for k, v in cpu.items()}
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
     print(f"640x480, 5 tracked instances x 17 keypoints with 3-D positions; build + publish, median of "
-          f"{args.repeat}, {args.against} vs this checkout, alternating")
-    print("| part | before | now | ratio |\n| --- | --- | --- | --- |")
+          f"{args.repeat}, {args.against} vs this checkout, alternating; load average {os.getloadavg()[0]:.1f}")
+    print("| part | before | now | ratio | CPU time before | now | ratio |\n| --- | --- | --- | --- | --- | --- | --- |")
     for part in versions["now"]:
         b, n = median["before", part], median["now", part]
-        print(f"| {part} | {b:.2f} ms | {n:.2f} ms | {n / b:.2f} |")
-    b, n = (sum(median[v, p] for p in versions[v]) for v in ("before", "now"))
-    print(f"| all three | {b:.2f} ms | {n:.2f} ms | {n / b:.2f} |")
+        cb, cn = median_cpu["before", part], median_cpu["now", part]
+        print(f"| {part} | {b:.2f} ms | {n:.2f} ms | {n / b:.2f} | {cb:.2f} ms | {cn:.2f} ms | {cn / cb:.2f} |")
     return 0
 
 

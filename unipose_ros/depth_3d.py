@@ -41,7 +41,7 @@ def depth_image_array(msg) -> tuple[np.ndarray, str]:
         depth = raw.view(dtype).reshape(msg.height, msg.width)
     else:
         depth = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width)
-    if dtype.byteorder not in ("=", "|") and dtype.byteorder != np.dtype(_DTYPES[msg.encoding]).byteorder:
+    if not dtype.isnative:  # (numpy 2 spells a native little-endian dtype '<', not '=': no copy then)
         depth = depth.astype(dtype.newbyteorder("="))
     return depth, msg.encoding
 
