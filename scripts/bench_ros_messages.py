@@ -4,13 +4,14 @@
     .venv/bin/python scripts/bench_ros_messages.py [--against REV] [--repeat 300]
 
 On a machine shared with other jobs, bench_ros.py's absolute figures move by tens of percent
-from one run to the next; this script loads unipose_ros/detection_messages.py and depth_3d.py as
+from one run to the next; this script loads unipose_ros/detection_messages.py, depth_3d.py and unipose_model/tracking.py as
 they are at REV (default: the commit before the cheaper message construction) next to the
 current ones, and times both on the same 640x480 frame (5 tracked instances x 17 keypoints, 3-D
 positions from an aligned 16UC1 depth image, as bench_ros.py's last column), alternating old and
 new each repetition, so load affects both alike. Each row is the median of build + rclpy publish
 (no subscriber: serialisation only), wall and this thread's CPU time; the last row is bench_ros.py's
-whole tracked + 3-D frame (the tracker and depth lookup are this checkout's in both columns).
+whole tracked + 3-D frame, with each version's tracker (unipose_model/tracking.py) and depth
+image reading as well.
 Prints a table; writes nothing.
 """
 from __future__ import annotations
@@ -39,7 +40,9 @@ from std_msgs.msg import Header  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 import bench_ros  # noqa: E402
+from unipose_model import tracking  # noqa: E402
 from unipose_ros import depth_3d, detection_messages  # noqa: E402
+from unipose_ros.depth_pairing import StampPairer  # noqa: E402
 from unipose_ros.image_conversion import array_to_image, image_to_color  # noqa: E402
 from unipose_ros.msg import KeypointInstanceArray  # noqa: E402
 from unipose_ros.tracks_and_depth import TracksAndDepth  # noqa: E402
@@ -91,6 +94,7 @@ def main() -> int:
     args = parser.parse_args()
     old_messages = module_at(args.against, "unipose_ros/detection_messages.py", "old_detection_messages")
     old_depth = module_at(args.against, "unipose_ros/depth_3d.py", "old_depth_3d")
+    old_tracking = module_at(args.against, "unipose_model/tracking.py", "old_tracking")
 
     rclpy.init()
     node = rclpy.create_node("unipose_bench_messages")
@@ -100,18 +104,22 @@ def main() -> int:
         markers_3d_pub = node.create_publisher(MarkerArray, "/bench/markers_3d", 10)
         header, size, prompt, tracked, positions, frame, start = frame_inputs()
 
-        def parts(messages, depth):
+        def parts(messages, depth, tracking):
             projector = messages.PixelProjector(2.0, 0.002, None)  # each version's own projection
+            tracker = tracking.Tracker(high_threshold=0.3, low_threshold=0.1)
+            pairer = StampPairer(wait=0.0)
+            stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
-            def whole_frame():  # bench_ros.py's last column: the same steps with this version's messages
-                start.extras.on_depth(start.depth_msg)
+            def whole_frame():  # bench_ros.py's last column (TracksAndDepth's steps) with this version's code
+                pairer.add(stamp, start.depth_msg)
                 image_to_color(start.msg)
-                now = start.extras.track(start.instances, prompt, True, 0.3, 0.1)
-                where, in_frame, _ = start.extras.positions(now, header, size, start.info, 5)
+                now = tracker.update(start.instances)
+                raw, encoding = depth.depth_image_array(pairer.pair(stamp))
+                where = depth.instance_positions(now, raw, depth.camera_from_info(start.info), size, 5, encoding)
                 keypoints_pub.publish(messages.keypoint_array(now, header, size, prompt, "bench", 0.0, where,
-                                                              in_frame))
+                                                              header.frame_id))
                 markers_pub.publish(messages.marker_array(now, header, projector, size))
-                markers_3d_pub.publish(depth.marker_array_3d(now, where, header, in_frame))
+                markers_3d_pub.publish(depth.marker_array_3d(now, where, header, header.frame_id))
 
             return {
                 "keypoint array": lambda: keypoints_pub.publish(messages.keypoint_array(
@@ -121,7 +129,8 @@ def main() -> int:
                 "whole frame, tracking + 3-D": whole_frame,
             }
 
-        versions = {"before": parts(old_messages, old_depth), "now": parts(detection_messages, depth_3d)}
+        versions = {"before": parts(old_messages, old_depth, old_tracking),
+                    "now": parts(detection_messages, depth_3d, tracking)}
         times = {(v, p): [] for v in versions for p in versions[v]}
         cpu = {(v, p): [] for v in versions for p in versions[v]}
         for _ in range(args.repeat + 5):
