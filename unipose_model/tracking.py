@@ -140,7 +140,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     y0 = np.maximum(a[:, None, 1], b[None, :, 1])
     x1 = np.minimum(a[:, None, 2], b[None, :, 2])
     y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    inter = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)  # np.clip(.., 0, None) without its wrapper
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
@@ -315,7 +315,7 @@ class Tracker:
             # the scale of the pair: the geometric mean of the two boxes' mean sides
             sides_t = 0.5 * ((pred_boxes[:, 2] - pred_boxes[:, 0]) + (pred_boxes[:, 3] - pred_boxes[:, 1]))
             sides_d = 0.5 * ((det_boxes[:, 2] - det_boxes[:, 0]) + (det_boxes[:, 3] - det_boxes[:, 1]))
-            scale = np.sqrt(np.outer(np.maximum(sides_t, 1), np.maximum(sides_d, 1)))
+            scale = np.sqrt(np.maximum(sides_t, 1)[:, None] * np.maximum(sides_d, 1)[None, :])  # np.outer
             by_shape: dict[tuple, list[int]] = {}
             for j, d in enumerate(use):
                 by_shape.setdefault(det_xy[d].shape, []).append(j)
