@@ -4,14 +4,14 @@
     .venv/bin/python scripts/bench_ros_messages.py [--against REV] [--repeat 300]
 
 On a machine shared with other jobs, bench_ros.py's absolute figures move by tens of percent
-from one run to the next; this script loads unipose_ros/detection_messages.py, depth_3d.py and unipose_model/tracking.py as
-they are at REV (default: the commit before the cheaper message construction) next to the
-current ones, and times both on the same 640x480 frame (5 tracked instances x 17 keypoints, 3-D
-positions from an aligned 16UC1 depth image, as bench_ros.py's last column), alternating old and
-new each repetition, so load affects both alike. Each row is the median of build + rclpy publish
-(no subscriber: serialisation only), wall and this thread's CPU time; the last row is bench_ros.py's
-whole tracked + 3-D frame, with each version's tracker (unipose_model/tracking.py) and depth
-image reading as well.
+from one run to the next; this script loads unipose_ros/detection_messages.py and depth_3d.py and
+unipose_model/tracking.py and depth.py as they are at REV (default: the commit before the cheaper
+message construction) next to the current ones, and times both on the same 640x480 frame (5
+tracked instances x 17 keypoints, 3-D positions from an aligned 16UC1 depth image, as
+bench_ros.py's last column), alternating old and new each repetition, so load affects both alike.
+Each row is the median of build + rclpy publish (no subscriber: serialisation only), wall and
+this thread's CPU time; the last row is bench_ros.py's whole tracked + 3-D frame, with each
+version's tracker and depth lookup as well.
 Prints a table; writes nothing.
 """
 from __future__ import annotations
@@ -50,10 +50,13 @@ from unipose_ros.tracks_and_depth import TracksAndDepth  # noqa: E402
 BEFORE = "70bc17e"  # the last commit with one Marker per instance part and constructor-built messages
 
 
-def module_at(revision: str, path: str, name: str):
-    """`path` as it is at `revision`, imported as module `name`."""
+def module_at(revision: str, path: str, name: str, imports: dict[str, str] | None = None):
+    """`path` as it is at `revision`, imported as module `name`; `imports` renames the modules it
+    imports (so that it uses other modules of the same revision)."""
     source = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout
+    for old, new in (imports or {}).items():
+        source = source.replace(f"from {old} import", f"from {new} import")
     file = Path(tempfile.mkdtemp()) / f"{name}.py"
     file.write_text(source)
     spec = importlib.util.spec_from_file_location(name, file)
@@ -93,7 +96,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=300)
     args = parser.parse_args()
     old_messages = module_at(args.against, "unipose_ros/detection_messages.py", "old_detection_messages")
-    old_depth = module_at(args.against, "unipose_ros/depth_3d.py", "old_depth_3d")
+    module_at(args.against, "unipose_model/depth.py", "old_depth_geometry")
+    old_depth = module_at(args.against, "unipose_ros/depth_3d.py", "old_depth_3d",
+                          {"unipose_model.depth": "old_depth_geometry"})
     old_tracking = module_at(args.against, "unipose_model/tracking.py", "old_tracking")
 
     rclpy.init()
@@ -147,7 +152,8 @@ def main() -> int:
         rclpy.try_shutdown()
     print(f"640x480, 5 tracked instances x 17 keypoints with 3-D positions; build + publish, median of "
           f"{args.repeat}, {args.against} vs this checkout, alternating; load average {os.getloadavg()[0]:.1f}")
-    print("| part | before | now | ratio | CPU time before | now | ratio |\n| --- | --- | --- | --- | --- | --- | --- |")
+    print("| part | before | now | ratio | CPU time before | now | ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for part in versions["now"]:
         b, n = median["before", part], median["now", part]
         cb, cn = median_cpu["before", part], median_cpu["now", part]

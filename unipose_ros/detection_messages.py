@@ -233,7 +233,8 @@ def marker_array(instances: Sequence, header, projector: PixelProjector, image_s
 def _marker_template(header, frame_id: str, lifetime_s: float) -> Marker:
     """An ADD marker with the frame's header (a copy: the input header must stay untouched),
     identity orientation and the lifetime; markers of one array are shallow copies of it."""
-    return like(_blank_marker(float(lifetime_s)), header=Header(stamp=header.stamp, frame_id=frame_id or header.frame_id))
+    return like(_blank_marker(float(lifetime_s)),
+                header=Header(stamp=header.stamp, frame_id=frame_id or header.frame_id))
 
 
 @lru_cache(maxsize=8)

@@ -134,7 +134,8 @@ def test_markers_image_plane_with_lifetime_and_cleanup():
     xyz = lambda points: np.array([(p.x, p.y, p.z) for p in points])
     rgb = lambda c: (c.r, c.g, c.b)
     # the 0.05-score keypoint of each instance is hidden; the others in pixels x 0.01 m
-    assert xyz(spheres.points) == pytest.approx(np.array([(1.0, 0.5, 0.0), (0.9, 0.4, 0.0), (1.3, 0.5, 0.0), (1.2, 0.4, 0.0)]))
+    assert xyz(spheres.points) == pytest.approx(
+        np.array([(1.0, 0.5, 0.0), (0.9, 0.4, 0.0), (1.3, 0.5, 0.0), (1.2, 0.4, 0.0)]))
     # coloured by keypoint: the same keypoint has the same colour in both instances
     colours = [rgb(c) for c in spheres.colors]
     assert len(colours) == 4 and colours[0] == colours[2] and colours[1] == colours[3] and colours[0] != colours[1]
