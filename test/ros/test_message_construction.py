@@ -3,8 +3,10 @@ the generated constructors, serialised alike, and copies that do not alias what 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
+import pytest
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from rclpy.serialization import deserialize_message, serialize_message
 from std_msgs.msg import ColorRGBA, Header
@@ -15,8 +17,11 @@ from unipose_ros import message_construction as mc
 from unipose_ros.detection_messages import ActivePrompt, ClassLayout, keypoint_array
 
 
+@pytest.mark.skipif(os.environ.get("ROS_PYTHON_CHECK_FIELDS") == "1",
+                    reason="with field checks on, the constructors (which check) are used on purpose")
 def test_the_generated_layout_is_recognised_so_the_fast_path_is_used():
-    # if rosidl changes its layout the module falls back to the constructors; this says it did
+    # if rosidl changes its layout the module falls back to the constructors (the other tests here
+    # pass either way, e.g. with ROS_PYTHON_CHECK_FIELDS=1); this says it did
     assert mc.DIRECT
 
 
