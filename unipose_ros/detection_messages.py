@@ -223,9 +223,11 @@ def marker_array(instances: Sequence, header, projector: PixelProjector, image_s
                            text=f"{inst.label}{f' #{track}' if track is not None and track > 0 else ''} "
                                 f"{float(inst.score):.2f}"))
     out.markers += [
+        # (per-point colours; the marker's own colour opaque white, never a transparent default)
         like(base, ns="keypoints", type=Marker.SPHERE_LIST, scale=_scale(sphere, sphere, sphere),
-             points=sphere_points, colors=sphere_colours),
-        like(base, ns="box", type=Marker.LINE_LIST, scale=line_scale, points=box_points, colors=box_colours)]
+             color=_rgba((255, 255, 255)), points=sphere_points, colors=sphere_colours),
+        like(base, ns="box", type=Marker.LINE_LIST, scale=line_scale, color=_rgba((255, 255, 255)),
+             points=box_points, colors=box_colours)]
     out.markers += skeletons + labels
     return out
 

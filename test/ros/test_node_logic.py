@@ -127,7 +127,7 @@ def test_markers_image_plane_with_lifetime_and_cleanup():
     assert [(m.ns, m.id, m.type) for m in body] == [
         ("keypoints", 0, Marker.SPHERE_LIST), ("box", 0, Marker.LINE_LIST), ("skeleton", 0, Marker.LINE_LIST),
         ("skeleton", 1, Marker.LINE_LIST), ("label", 0, Marker.TEXT_VIEW_FACING), ("label", 1, Marker.TEXT_VIEW_FACING)]
-    assert all(m.action == Marker.ADD and m.pose.orientation.w == 1.0 for m in body)
+    assert all(m.action == Marker.ADD and m.pose.orientation.w == 1.0 and m.color.a == 1.0 for m in body)
     assert all(m.lifetime.sec == 0 and m.lifetime.nanosec == 750_000_000 for m in body)
     assert all(m.header.frame_id == "cam" for m in markers.markers)
     spheres, box, bones, bones_b, label, label_b = body
