@@ -117,25 +117,28 @@ def sample_depth(depth: np.ndarray, uv: np.ndarray, window: int = 5,
     h, w = depth.shape
     half = max(0, int(window) // 2)
     offsets = np.arange(-half, half + 1)
-    finite = np.isfinite(uv).all(1)
-    col = np.floor(np.where(finite, uv[:, 0], -1e6)).astype(np.int64)
-    row = np.floor(np.where(finite, uv[:, 1], -1e6)).astype(np.int64)
-    rows = row[:, None, None] + offsets[None, :, None]                     # (N, k, 1)
-    cols = col[:, None, None] + offsets[None, None, :]                     # (N, 1, k)
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    values = _window_values_in_metres(depth[np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)], encoding)
-    values[~np.broadcast_to(inside, values.shape)] = np.nan
+    # (col, row) of each keypoint's pixel; a non-finite keypoint lands far outside the image
+    col_row = np.floor(np.where(np.isfinite(uv).all(1)[:, None], uv, -1e6)).astype(np.int64)
+    rows = col_row[:, 1:] + offsets                                        # (N, k)
+    cols = col_row[:, :1] + offsets                                        # (N, k)
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    # (few calls on small arrays: numpy's per-call cost is most of this function's time)
+    window_values = depth[np.minimum(np.maximum(rows, 0), h - 1)[:, :, None],
+                          np.minimum(np.maximum(cols, 0), w - 1)[:, None, :]]
+    values = _window_values_in_metres(window_values, encoding)
+    values[~inside] = np.nan
     values = values.reshape(n, -1)                                         # (N, k*k)
     centre = values[:, values.shape[1] // 2]
     with np.errstate(all="ignore"):
-        nearest = np.where(np.isnan(values), np.inf, values).min(axis=1)
+        nearest = np.fmin.reduce(values, axis=1)                           # NaN only where all are
         reference = np.where(np.isfinite(centre), centre, nearest)
         on_surface = np.abs(values - reference[:, None]) <= surface_tolerance * reference[:, None]
         # median of the kept values: sorted, NaN (not kept) last
         kept = np.sort(np.where(on_surface, values, np.nan), axis=1)
         count = on_surface.sum(axis=1)
-        lo = np.take_along_axis(kept, np.maximum(count - 1, 0)[:, None] // 2, axis=1)[:, 0]
-        hi = np.take_along_axis(kept, (count // 2)[:, None], axis=1)[:, 0]
+        index = np.arange(n)
+        lo = kept[index, np.maximum(count - 1, 0) // 2]
+        hi = kept[index, count // 2]
         return np.where(count > 0, 0.5 * (lo + hi), np.nan)
 
 

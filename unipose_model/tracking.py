@@ -206,7 +206,7 @@ class Tracker:
         def associate(dets: list[int], tracks: list[Track], threshold: float) -> tuple[list[int], list[Track]]:
             if not dets or not tracks:
                 return dets, tracks
-            sim = full[np.ix_([row_of[id(t)] for t in tracks], dets)]
+            sim = full[np.array([row_of[id(t)] for t in tracks])[:, None], dets]  # np.ix_, cheaper
             rows, cols = linear_sum_assignment(-sim)
             used_t, used_d = set(), set()
             for r, c in zip(rows, cols):
@@ -290,7 +290,7 @@ class Tracker:
             # the scale of the pair: the geometric mean of the two boxes' mean sides
             sides_t = 0.5 * ((pred_boxes[:, 2] - pred_boxes[:, 0]) + (pred_boxes[:, 3] - pred_boxes[:, 1]))
             sides_d = 0.5 * ((det_boxes[:, 2] - det_boxes[:, 0]) + (det_boxes[:, 3] - det_boxes[:, 1]))
-            scale = np.sqrt(np.outer(np.maximum(sides_t, 1), np.maximum(sides_d, 1)))
+            scale = np.sqrt(np.maximum(sides_t, 1)[:, None] * np.maximum(sides_d, 1)[None, :])  # np.outer
             by_shape: dict[tuple, list[int]] = {}
             for j, d in enumerate(use):
                 by_shape.setdefault(det_xy[d].shape, []).append(j)
@@ -304,7 +304,8 @@ class Tracker:
                 a = ((np.array([tracks[i].keypoints for i in rows]) - old[:, None, :2])
                      * (new[:, None, 2:4] / old[:, None, 2:4]) + new[:, None, :2])
                 b = np.array([det_xy[use[j]] for j in cols])
-                sim[np.ix_(rows, cols)] += w * keypoint_similarity(a, b, scale[np.ix_(rows, cols)],
+                block = (np.array(rows)[:, None], np.array(cols))  # np.ix_(rows, cols), cheaper
+                sim[block] += w * keypoint_similarity(a, b, scale[block],
                                                                    self.config.oks_sigma)
         same_class = np.array([t.class_index for t in tracks])[:, None] == classes[use][None, :]
         full = np.zeros((len(tracks), len(boxes)))

@@ -41,7 +41,7 @@ def depth_image_array(msg) -> tuple[np.ndarray, str]:
         depth = raw.view(dtype).reshape(msg.height, msg.width)
     else:
         depth = np.ascontiguousarray(rows).view(dtype).reshape(msg.height, msg.width)
-    if dtype.byteorder not in ("=", "|") and dtype.byteorder != np.dtype(_DTYPES[msg.encoding]).byteorder:
+    if not dtype.isnative:  # (numpy 2 spells a native little-endian dtype '<', not '=': no copy then)
         depth = depth.astype(dtype.newbyteorder("="))
     return depth, msg.encoding
 
@@ -73,62 +73,56 @@ def instance_positions(instances: Sequence, depth: np.ndarray, camera: PinholeCa
 
 def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", lifetime_s: float = 0.5,
                     sphere_m: float = 0.015, line_m: float = 0.005):
-    """RViz markers of the 3-D keypoints: one sphere list of every valid keypoint and one line list
-    of every skeleton link whose two ends are valid (both coloured per point by track id, so a
-    frame costs three markers plus a label per instance), and a text label (class and track id)
-    above each instance; the first marker clears the previous frame's."""
-    from builtin_interfaces.msg import Duration
-    from geometry_msgs.msg import Point
-    from std_msgs.msg import Header
+    """RViz markers of the 3-D keypoints: one sphere list of every valid keypoint (coloured per
+    point by track id), and per instance a line list of the skeleton links whose two ends are
+    valid and a text label (class and track id) above it, coloured by track id; the first marker
+    clears the previous frame's. Invalid keypoints are never drawn. The layout is the cheapest to
+    publish (see detection_messages.marker_array). The markers share nested messages (header,
+    lifetime, colours): publish the array, do not modify it in place."""
     from visualization_msgs.msg import Marker, MarkerArray
 
-    from unipose_ros.detection_messages import _rgba, instance_colour
+    from unipose_ros.detection_messages import _marker_template, _pose_at, _rgba, _scale, instance_colour
+    from unipose_ros.message_construction import like, point, valid_points
 
-    marker_header = Header(stamp=header.stamp, frame_id=frame_id or header.frame_id)
-    out = MarkerArray()
-    clear = Marker(action=Marker.DELETEALL)
-    clear.header = marker_header
-    out.markers.append(clear)
-    sec = int(lifetime_s)
-    lifetime = Duration(sec=sec, nanosec=int(round((lifetime_s - sec) * 1e9)))
-
-    def new_marker(ns, ident, kind, scale, colour=(255, 255, 255)):
-        m = Marker(ns=ns, id=ident, type=kind, action=Marker.ADD, lifetime=lifetime)
-        m.header = marker_header
-        m.pose.orientation.w = 1.0
-        m.scale.x = m.scale.y = m.scale.z = scale
-        m.color = _rgba(colour)
-        return m
-
-    sphere_points, sphere_colours, line_points, line_colours, labels = [], [], [], [], []
-    for i, (inst, (points, valid)) in enumerate(zip(instances, positions)):
-        if not np.any(valid):
+    base = _marker_template(header, frame_id, lifetime_s)
+    out = MarkerArray(markers=[like(base, action=Marker.DELETEALL)])
+    line_scale = _scale(line_m, 0.0, 0.0)
+    sphere_points, sphere_colours, skeletons, labels = [], [], [], []
+    positions = list(positions)[:len(instances)]
+    if not positions:
+        return out
+    # every instance's valid points at once; None where invalid (never drawn)
+    xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions]).tolist()
+    valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions]).tolist()
+    all_pts = valid_points(xyz, valid)
+    start = 0
+    for i, (inst, (_, valid_i)) in enumerate(zip(instances, positions)):
+        end = start + len(valid_i)
+        pts = all_pts[start:end]
+        rows = [r for r, ok in zip(xyz[start:end], valid[start:end]) if ok]
+        start = end
+        shown = [p for p in pts if p is not None]
+        if not shown:
             continue
         colour = _rgba(instance_colour(inst, i))
-        pts = [Point(x=float(x), y=float(y), z=float(z)) if ok else None
-               for (x, y, z), ok in zip(points.tolist(), valid.tolist())]
-        shown = [p for p in pts if p is not None]
         sphere_points += shown
         sphere_colours += [colour] * len(shown)
         n = len(pts)
-        for a, b in inst.skeleton:
-            if a < n and b < n and pts[a] is not None and pts[b] is not None:
-                line_points += (pts[a], pts[b])
-                line_colours += (colour, colour)
-        label = new_marker("label_3d", i, Marker.TEXT_VIEW_FACING, 3 * sphere_m, instance_colour(inst, i))
-        label.scale.x = label.scale.y = 0.0
+        bones = [pts[j] for a, b in inst.skeleton
+                 if a < n and b < n and pts[a] is not None and pts[b] is not None for j in (a, b)]
+        if bones:
+            skeletons.append(like(base, ns="skeleton_3d", id=i, type=Marker.LINE_LIST, scale=line_scale,
+                                  color=colour, points=bones))
         track = getattr(inst, "track_id", None)
-        label.text = f"{inst.label}" + (f" #{track}" if track is not None and track > 0 else "")
-        top = points[valid]
-        label.pose.position = Point(x=float(top[:, 0].mean()), y=float(top[:, 1].min() - 4 * sphere_m),
-                                    z=float(top[:, 2].mean()))
-        labels.append(label)
+        # above the instance: mean x and z, highest point (smallest y) of its valid keypoints
+        anchor = point(sum(r[0] for r in rows) / len(rows), min(r[1] for r in rows) - 4 * sphere_m,
+                       sum(r[2] for r in rows) / len(rows))
+        labels.append(like(base, ns="label_3d", id=i, type=Marker.TEXT_VIEW_FACING,
+                           scale=_scale(0.0, 0.0, 3 * sphere_m), color=colour, pose=_pose_at(anchor),
+                           text=f"{inst.label}" + (f" #{track}" if track is not None and track > 0 else "")))
     if sphere_points:
-        spheres = new_marker("keypoints_3d", 0, Marker.SPHERE_LIST, sphere_m)
-        spheres.points, spheres.colors = sphere_points, sphere_colours
-        bones = new_marker("skeleton_3d", 0, Marker.LINE_LIST, line_m)
-        bones.scale.y = bones.scale.z = 0.0
-        bones.points, bones.colors = line_points, line_colours
-        out.markers += [spheres, bones]
-    out.markers += labels
+        out.markers.append(like(base, ns="keypoints_3d", type=Marker.SPHERE_LIST,
+                                scale=_scale(sphere_m, sphere_m, sphere_m), color=_rgba((255, 255, 255)),
+                                points=sphere_points, colors=sphere_colours))
+    out.markers += skeletons + labels
     return out

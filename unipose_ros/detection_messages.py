@@ -12,9 +12,11 @@ from typing import Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Duration
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
+
+from unipose_ros.message_construction import keypoint_factory, like, point, points, pose, vector3
 
 # Colours as in unipose_model.visualize (kept local so this module stays light to import).
 _PALETTE_RGB = [
@@ -62,7 +64,7 @@ def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], pro
     """A KeypointInstanceArray for one image. `image_size` is (width, height). `positions`: per
     instance (points (K, 3), valid (K,)) in `position_frame_id` (depth_3d.instance_positions), or
     None (no depth: every position invalid). An instance's ``track_id`` is copied (-1 when None)."""
-    from unipose_ros.msg import Keypoint, KeypointClass, KeypointInstance, KeypointInstanceArray
+    from unipose_ros.msg import KeypointClass, KeypointInstance, KeypointInstanceArray
 
     out = KeypointInstanceArray()
     out.header = header
@@ -74,21 +76,24 @@ def keypoint_array(instances: Sequence, header, image_size: tuple[int, int], pro
     out.classes = [KeypointClass(name=c.name, keypoint_names=list(c.keypoint_names),
                                  skeleton=[int(i) for pair in c.skeleton for i in pair])
                    for c in prompt.classes]
+    make_keypoints = keypoint_factory()
+    kpts = [np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3) for inst in instances]
+    rows = np.concatenate(kpts).tolist() if kpts else []
+    if positions is not None and len(positions):
+        xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions])
+        valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions])
+        # no depth at a keypoint: NaN, never a position at the camera centre
+        xyz[~valid] = np.nan
+        located = list(zip(points(xyz.tolist()), valid.tolist()))
+    else:
+        located = list(zip(points([[_NAN, _NAN, _NAN]] * len(rows)), [False] * len(rows)))
+    start = 0
     for i, inst in enumerate(instances):
         x0, y0, x1, y1 = (float(v) for v in inst.box)
-        kpts = np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3)
-        names = list(inst.keypoint_names)
-        points, valid = positions[i] if positions is not None else (None, None)
-        keypoints = []
-        for k, (x, y, s) in enumerate(kpts):
-            kp = Keypoint(name=str(names[k]) if k < len(names) else str(k), index=k,
-                          x=float(x), y=float(y), score=float(s))
-            if valid is not None and valid[k]:
-                kp.position.x, kp.position.y, kp.position.z = (float(v) for v in points[k])
-                kp.position_valid = True
-            else:  # no depth here: NaN, never a position at the camera centre
-                kp.position.x = kp.position.y = kp.position.z = _NAN
-            keypoints.append(kp)
+        n = len(kpts[i])
+        names = [str(name) for name in inst.keypoint_names[:n]] + [str(k) for k in range(len(inst.keypoint_names), n)]
+        keypoints = make_keypoints(names, rows[start:start + n], located[start:start + n])
+        start += n
         track = getattr(inst, "track_id", None)
         out.instances.append(KeypointInstance(
             label=str(inst.label), class_index=int(inst.class_index), score=float(inst.score),
@@ -133,10 +138,22 @@ class PixelProjector:
         return self.depth / self.intrinsics[0] if self.intrinsics else self.scale
 
     def project(self, u: float, v: float) -> Point:
+        u, v = float(u), float(v)
         if self.intrinsics:
             fx, fy, cx, cy = self.intrinsics
-            return Point(x=(u - cx) / fx * self.depth, y=(v - cy) / fy * self.depth, z=self.depth)
-        return Point(x=u * self.scale, y=v * self.scale, z=0.0)
+            return point((u - cx) / fx * self.depth, (v - cy) / fy * self.depth, float(self.depth))
+        return point(u * self.scale, v * self.scale, 0.0)
+
+    def project_many(self, uv) -> list[Point]:
+        """Points of pixels (N, 2) (one vectorised projection, then the messages)."""
+        uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+        if self.intrinsics:
+            fx, fy, cx, cy = self.intrinsics
+            xyz = np.column_stack([(uv[:, 0] - cx) / fx * self.depth, (uv[:, 1] - cy) / fy * self.depth,
+                                   np.full(len(uv), self.depth)])
+        else:
+            xyz = np.column_stack([uv * self.scale, np.zeros(len(uv))])
+        return points(xyz.tolist())
 
 
 @lru_cache(maxsize=1024)
@@ -153,63 +170,96 @@ def _keypoint_colour(k: int, n: int) -> tuple[int, int, int]:
 
 def marker_array(instances: Sequence, header, projector: PixelProjector, image_size: tuple[int, int],
                  lifetime_s: float = 0.5, frame_id: str = "", min_keypoint_score: float = 0.0):
-    """Markers for RViz: per instance a sphere list (keypoints), a line list (skeleton), a line
-    strip (box) and a text label. The first marker deletes everything from the previous frame;
-    each marker also has a lifetime, so they vanish when the detector stops."""
-    # a copy: message fields hold references, and the input header must stay untouched
-    marker_header = Header(stamp=header.stamp, frame_id=frame_id or header.frame_id)
-    out = MarkerArray()
-    clear = Marker(action=Marker.DELETEALL)
-    clear.header = marker_header
-    out.markers.append(clear)
+    """Markers for RViz: one sphere list of every instance's keypoints (coloured by keypoint), one
+    line list of every box (coloured per point by instance), and per instance a line list of its
+    skeleton and a text label (coloured by instance: by track id when tracked). The first marker
+    deletes everything from the previous frame; each marker also has a lifetime, so they vanish
+    when the detector stops. The markers share nested messages (header, lifetime, colours):
+    publish the array, do not modify it in place.
+
+    The layout is the cheapest to publish (serialising a marker costs about as much as 25
+    per-point colours): lists merged across instances where their points need a colour each
+    anyway, one marker per instance where a whole list has one colour."""
+    base = _marker_template(header, frame_id, lifetime_s)
+    out = MarkerArray(markers=[like(base, action=Marker.DELETEALL)])
+    if not instances:
+        return out
     mpp = projector.metres_per_pixel
     diagonal = float(np.hypot(*image_size)) if image_size[0] else 1000.0
     sphere = max(4.0, diagonal / 120.0) * mpp
     line = max(1.5, diagonal / 500.0) * mpp
     text = max(12.0, diagonal / 45.0) * mpp
-    sec = int(lifetime_s)
-    lifetime = Duration(sec=sec, nanosec=int(round((lifetime_s - sec) * 1e9)))
+    line_scale = _scale(line, 0.0, 0.0)
 
-    def new_marker(ns: str, ident: int, kind: int, rgb, scale: float):
-        m = Marker(ns=ns, id=ident, type=kind, action=Marker.ADD, lifetime=lifetime,
-                   frame_locked=False)
-        m.header = marker_header
-        m.pose.orientation.w = 1.0
-        m.scale.x = m.scale.y = m.scale.z = scale
-        m.color = _rgba(rgb)
-        return m
+    # every instance's keypoints, then per instance the label's anchor above the box and the box's
+    # corners: projected at once; one Point per keypoint, shared by the spheres and the skeleton
+    kpts = [np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3) for inst in instances]
+    all_kpts = np.concatenate(kpts)
+    x0, y0, x1, y1 = np.array([[float(v) for v in inst.box] for inst in instances]).T
+    anchors_and_corners = np.stack([x0, np.maximum(y0 - 8.0, 0.0), x0, y0, x1, y0, x1, y1, x0, y1], axis=1)
+    projected = projector.project_many(np.concatenate([all_kpts[:, :2], anchors_and_corners.reshape(-1, 2)]))
+    shown_all = (all_kpts[:, 2] >= min_keypoint_score).tolist()
 
+    sphere_points, sphere_colours, box_points, box_colours, skeletons, labels = [], [], [], [], [], []
+    start, extra = 0, len(all_kpts)
     for i, inst in enumerate(instances):
-        colour = instance_colour(inst, i)
-        kpts = np.asarray(inst.keypoints, dtype=np.float64).reshape(-1, 3)
-        shown = kpts[:, 2] >= min_keypoint_score
+        colour = _rgba(instance_colour(inst, i))
+        n = len(kpts[i])
+        points_i, shown = projected[start:start + n], shown_all[start:start + n]
+        anchor, c0, c1, c2, c3 = projected[extra + 5 * i:extra + 5 * i + 5]
+        start += n
+        sphere_points += [p for p, show in zip(points_i, shown) if show]
+        sphere_colours += [c for c, show in zip(_keypoint_colours(n), shown) if show]
+        bones = [points_i[j] for a, b in inst.skeleton if a < n and b < n and shown[a] and shown[b] for j in (a, b)]
+        if bones:
+            skeletons.append(like(base, ns="skeleton", id=i, type=Marker.LINE_LIST, scale=line_scale, color=colour,
+                                  points=bones))
+        box_points += (c0, c1, c1, c2, c2, c3, c3, c0)
+        box_colours += [colour] * 8
 
-        # one Point per keypoint, shared by the spheres and the skeleton lines
-        points = [projector.project(float(x), float(y)) for x, y in kpts[:, :2]]
-        n = len(points)
-        spheres = new_marker("keypoints", i, Marker.SPHERE_LIST, colour, sphere)
-        spheres.points = [points[k] for k in range(n) if shown[k]]
-        spheres.colors = [_rgba(_keypoint_colour(k, n)) for k in range(n) if shown[k]]
-        out.markers.append(spheres)
-
-        bones = new_marker("skeleton", i, Marker.LINE_LIST, colour, line)
-        bones.scale.y = bones.scale.z = 0.0
-        bones.points = [points[j] for a, b in inst.skeleton
-                        if a < n and b < n and shown[a] and shown[b] for j in (a, b)]
-        out.markers.append(bones)
-
-        x0, y0, x1, y1 = (float(v) for v in inst.box)
-        box = new_marker("box", i, Marker.LINE_STRIP, colour, line)
-        box.scale.y = box.scale.z = 0.0
-        box.points = [projector.project(x, y) for x, y in
-                      ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
-        out.markers.append(box)
-
-        label = new_marker("label", i, Marker.TEXT_VIEW_FACING, colour, text)
-        label.scale.x = label.scale.y = 0.0
         track = getattr(inst, "track_id", None)
-        label.text = f"{inst.label}{f' #{track}' if track is not None and track > 0 else ''} {float(inst.score):.2f}"
-        anchor = projector.project(x0, max(y0 - 8.0, 0.0))
-        label.pose.position = anchor
-        out.markers.append(label)
+        labels.append(like(base, ns="label", id=i, type=Marker.TEXT_VIEW_FACING, scale=_scale(0.0, 0.0, text),
+                           color=colour, pose=_pose_at(anchor),
+                           text=f"{inst.label}{f' #{track}' if track is not None and track > 0 else ''} "
+                                f"{float(inst.score):.2f}"))
+    out.markers += [
+        # (per-point colours; the marker's own colour opaque white, never a transparent default)
+        like(base, ns="keypoints", type=Marker.SPHERE_LIST, scale=_scale(sphere, sphere, sphere),
+             color=_rgba((255, 255, 255)), points=sphere_points, colors=sphere_colours),
+        like(base, ns="box", type=Marker.LINE_LIST, scale=line_scale, color=_rgba((255, 255, 255)),
+             points=box_points, colors=box_colours)]
+    out.markers += skeletons + labels
     return out
+
+
+def _marker_template(header, frame_id: str, lifetime_s: float) -> Marker:
+    """An ADD marker with the frame's header (a copy: the input header must stay untouched),
+    identity orientation and the lifetime; markers of one array are shallow copies of it."""
+    return like(_blank_marker(float(lifetime_s)),
+                header=Header(stamp=header.stamp, frame_id=frame_id or header.frame_id))
+
+
+@lru_cache(maxsize=8)
+def _blank_marker(lifetime_s: float) -> Marker:
+    # built once (Marker() builds a dozen nested messages); only ever copied, never modified
+    sec = int(lifetime_s)
+    marker = Marker(action=Marker.ADD, frame_locked=False,
+                    lifetime=Duration(sec=sec, nanosec=int(round((lifetime_s - sec) * 1e9))))
+    marker.pose.orientation.w = 1.0
+    return marker
+
+
+def _scale(x: float, y: float, z: float) -> Vector3:
+    return vector3(float(x), float(y), float(z))
+
+
+_IDENTITY = Quaternion(w=1.0)  # shared, never modified
+
+
+def _pose_at(position: Point) -> Pose:
+    return pose(position, _IDENTITY)
+
+
+@lru_cache(maxsize=64)
+def _keypoint_colours(n: int) -> tuple:
+    return tuple(_rgba(_keypoint_colour(k, n)) for k in range(n))

@@ -1,5 +1,6 @@
 """Colour/depth pairing by stamp (unipose_ros/depth_pairing.py): ApproximateTime's rule for two
 topics, unpaired frames counted, and the 3-D keypoints of a depth Image message."""
+import sys
 import threading
 import time
 
@@ -59,6 +60,14 @@ def test_depth_message_to_metres_and_positions():
     big = Image(height=1, width=2, encoding="32FC1", is_bigendian=1, step=8,
                 data=np.array([2.5, 0.0], ">f4").tobytes())
     assert depth_image_to_metres(big)[0, 0] == pytest.approx(2.5) and np.isnan(depth_image_to_metres(big)[0, 1])
+    # an unpadded image in this machine's byte order is read in place, not copied every frame
+    from unipose_ros.depth_3d import depth_image_array
+
+    native = Image(height=4, width=6, encoding="16UC1", is_bigendian=int(sys.byteorder == "big"), step=12,
+                   data=depth.tobytes())
+    raw, encoding = depth_image_array(native)
+    assert encoding == "16UC1" and np.array_equal(raw, depth)
+    assert np.shares_memory(raw, np.frombuffer(native.data, np.uint8))
     with pytest.raises(DepthError, match="encoding 'rgb8'"):
         depth_image_to_metres(Image(height=1, width=1, encoding="rgb8", step=3, data=b"\0\0\0"))
     with pytest.raises(DepthError, match="CameraInfo"):

@@ -76,7 +76,8 @@ def test_real_images_give_keypoints_with_input_stamp_markers_and_overlay(detecto
                                          and same_stamp(m.markers[1].header, h), node=detector)
         assert markers.markers[0].action == Marker.DELETEALL
         namespaces = {m.ns for m in markers.markers[1:]}
-        assert namespaces == {"keypoints", "skeleton", "box", "label"}
+        # a skeleton marker per instance with at least one link between shown keypoints
+        assert {"keypoints", "box", "label"} <= namespaces <= {"keypoints", "skeleton", "box", "label"}
         assert all(m.lifetime.nanosec > 0 or m.lifetime.sec > 0 for m in markers.markers[1:])
         overlay = probe.wait_for_message("/unipose/image_annotated",
                                          lambda m, h=msg.header: same_stamp(m.header, h), node=detector)

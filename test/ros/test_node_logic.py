@@ -123,16 +123,39 @@ def test_markers_image_plane_with_lifetime_and_cleanup():
                            lifetime_s=0.75, min_keypoint_score=0.1)
     assert markers.markers[0].action == Marker.DELETEALL
     body = markers.markers[1:]
-    assert [m.ns for m in body] == ["keypoints", "skeleton", "box", "label"] * 2
+    # one sphere list and one box line list for all instances, a skeleton and a label per instance
+    assert [(m.ns, m.id, m.type) for m in body] == [
+        ("keypoints", 0, Marker.SPHERE_LIST), ("box", 0, Marker.LINE_LIST), ("skeleton", 0, Marker.LINE_LIST),
+        ("skeleton", 1, Marker.LINE_LIST), ("label", 0, Marker.TEXT_VIEW_FACING), ("label", 1, Marker.TEXT_VIEW_FACING)]
+    assert all(m.action == Marker.ADD and m.pose.orientation.w == 1.0 and m.color.a == 1.0 for m in body)
     assert all(m.lifetime.sec == 0 and m.lifetime.nanosec == 750_000_000 for m in body)
     assert all(m.header.frame_id == "cam" for m in markers.markers)
-    spheres, bones, box, label = body[:4]
-    assert len(spheres.points) == 2  # the 0.05-score keypoint is hidden
-    assert (spheres.points[0].x, spheres.points[0].y, spheres.points[0].z) == pytest.approx((1.0, 0.5, 0.0))
-    assert len(bones.points) == 2  # only the link between shown keypoints
-    assert len(box.points) == 5 and (box.points[2].x, box.points[2].y) == pytest.approx((1.2, 0.9))
-    assert label.text == "person 0.80"
-    assert len({(m.ns, m.id) for m in body}) == len(body)
+    spheres, box, bones, bones_b, label, label_b = body
+    xyz = lambda points: np.array([(p.x, p.y, p.z) for p in points])
+    rgb = lambda c: (c.r, c.g, c.b)
+    # the 0.05-score keypoint of each instance is hidden; the others in pixels x 0.01 m
+    assert xyz(spheres.points) == pytest.approx(
+        np.array([(1.0, 0.5, 0.0), (0.9, 0.4, 0.0), (1.3, 0.5, 0.0), (1.2, 0.4, 0.0)]))
+    # coloured by keypoint: the same keypoint has the same colour in both instances
+    colours = [rgb(c) for c in spheres.colors]
+    assert len(colours) == 4 and colours[0] == colours[2] and colours[1] == colours[3] and colours[0] != colours[1]
+    assert spheres.scale.x == spheres.scale.y == spheres.scale.z > 0
+    # only the link between shown keypoints; one colour per instance
+    assert xyz(bones.points) == pytest.approx(np.array([(1.0, 0.5, 0.0), (0.9, 0.4, 0.0)]))
+    assert xyz(bones_b.points) == pytest.approx(np.array([(1.3, 0.5, 0.0), (1.2, 0.4, 0.0)]))
+    assert not bones.colors and rgb(bones.color) == rgb(label.color) != rgb(bones_b.color) == rgb(label_b.color)
+    assert bones.scale.x > 0 and bones.scale.y == bones.scale.z == 0.0
+    # each box as four segments, coloured per point like its instance
+    corners = [(0.8, 0.3), (1.2, 0.3), (1.2, 0.9), (0.8, 0.9)]
+    segments = [corners[k] for j in range(4) for k in (j, (j + 1) % 4)]
+    assert np.array([(p.x, p.y) for p in box.points]) == pytest.approx(
+        np.array(segments + [(x + 0.3, y) for x, y in segments]))
+    assert [rgb(c) for c in box.colors] == [rgb(bones.color)] * 8 + [rgb(bones_b.color)] * 8
+    assert label.text == "person 0.80" and (label.pose.position.x, label.pose.position.y) == pytest.approx((0.8, 0.22))
+    assert label.scale.z > 0
+    # no detections: only the clean-up
+    empty = marker_array([], header, PixelProjector(2.0, 0.01, None), (640, 480))
+    assert [m.action for m in empty.markers] == [Marker.DELETEALL]
 
 
 def test_markers_on_camera_rays_and_frame_override():

@@ -147,20 +147,32 @@ def test_markers_are_coloured_by_track_id_and_3d_markers_skip_invalid_points():
     a = marker_array([person(track_id=3)], h, PixelProjector(2.0, 0.01, None), (640, 480))
     b = marker_array([person(track_id=1), person(track_id=3, dx=50)], h, PixelProjector(2.0, 0.01, None), (640, 480))
     colour = lambda m: (m.color.r, m.color.g, m.color.b)
-    assert colour(a.markers[1]) == colour(b.markers[5])   # id 3 keeps its colour in another frame
-    assert colour(b.markers[1]) != colour(b.markers[5])
-    assert a.markers[4].text.startswith("person #3")
+    rgb = lambda c: (c.r, c.g, c.b)
+    skeleton = lambda arr, i: next(m for m in arr.markers if m.ns == "skeleton" and m.id == i)
+    label = lambda arr, i: next(m for m in arr.markers if m.ns == "label" and m.id == i)
+    assert colour(skeleton(a, 0)) == colour(skeleton(b, 1))   # id 3 keeps its colour in another frame
+    assert colour(skeleton(b, 0)) != colour(skeleton(b, 1))
+    assert colour(label(b, 1)) == colour(skeleton(b, 1))
+    box = next(m for m in b.markers if m.ns == "box")
+    assert {rgb(c) for c in box.colors[8:]} == {colour(skeleton(a, 0))}  # the second box: track 3's colour
+    assert label(a, 0).text.startswith("person #3")
     points = np.array([[0.0, 0.0, 1.5], [np.nan] * 3, [0.1, 0.0, 1.5]])
     m3 = marker_array_3d([person(track_id=3)], [(points, np.array([True, False, True]))], h)
     assert m3.markers[0].action == Marker.DELETEALL
-    spheres, bones, label = m3.markers[1:]
-    assert len(spheres.points) == 2 and spheres.points[1].x == pytest.approx(0.1)
-    assert len(bones.points) == 2  # only the nose-right eye link has both ends
-    assert label.text == "person #3" and spheres.header.frame_id == "camera_color_optical_frame"
-    rgb = lambda c: (c.r, c.g, c.b)
-    assert rgb(spheres.colors[0]) == colour(a.markers[1]) == colour(label)  # the colour of track 3
-    # two instances: still one sphere list and one line list, plus a label each
+    spheres, bones, label3 = m3.markers[1:]
+    assert np.array([(p.x, p.y, p.z) for p in spheres.points]) == pytest.approx(np.array([(0, 0, 1.5), (0.1, 0, 1.5)]))
+    # only the nose-right eye link has both ends; nothing is drawn at the invalid point (nor at 0)
+    assert np.array([(p.x, p.y, p.z) for p in bones.points]) == pytest.approx(np.array([(0, 0, 1.5), (0.1, 0, 1.5)]))
+    assert label3.text == "person #3" and spheres.header.frame_id == "camera_color_optical_frame"
+    assert label3.pose.position.z == pytest.approx(1.5) and label3.pose.position.x == pytest.approx(0.05)
+    assert rgb(spheres.colors[0]) == colour(bones) == colour(skeleton(a, 0)) == colour(label3)  # track 3's colour
+    # two instances: one sphere list, plus a skeleton and a label each
     two = marker_array_3d([person(track_id=3), person(track_id=1, dx=50)],
                           [(points, np.array([True, False, True]))] * 2, h)
-    assert [m.ns for m in two.markers[1:]] == ["keypoints_3d", "skeleton_3d", "label_3d", "label_3d"]
+    assert [(m.ns, m.id) for m in two.markers[1:]] == [("keypoints_3d", 0), ("skeleton_3d", 0), ("skeleton_3d", 1),
+                                                       ("label_3d", 0), ("label_3d", 1)]
     assert len(two.markers[1].points) == 4 and rgb(two.markers[1].colors[0]) != rgb(two.markers[1].colors[2])
+    assert colour(two.markers[2]) != colour(two.markers[3])
+    # an instance without any valid point draws nothing, not even a label
+    none = marker_array_3d([person(track_id=3)], [(points, np.zeros(3, bool))], h)
+    assert [m.action for m in none.markers] == [Marker.DELETEALL]
