@@ -93,40 +93,177 @@ def _keypoint_summary(msg) -> str:
     return f"{len(msg.instances)} x {msg.instances[0].label}: " + "; ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    domain = _setup_ros_environment(args.domain_id)
-    import numpy as np
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from visualization_msgs.msg import MarkerArray
-
-    from unipose_model.media import VideoWriter
-    from unipose_model.model_file import read_model_file_info
-    from unipose_ros.detector_node import DetectorNode
-    from unipose_ros.image_conversion import image_to_color
-    from unipose_ros.image_source import ImageSourceNode
-    from unipose_ros.msg import KeypointInstanceArray
-
-    source = str(Path(args.source).expanduser())
-    rate = args.rate or _video_rate(source)
+def _model_info(args: argparse.Namespace):
+    """The checkpoint's model file info, or None after one line saying why it cannot be used."""
     from unipose_model.checkpoint import CheckpointError
+    from unipose_model.model_file import read_model_file_info
+
     try:
         info = read_model_file_info(args.checkpoint)
     except CheckpointError as e:  # missing, damaged or hand-edited: one line naming the file
         print(f"unipose-demo: {e}", file=sys.stderr)
-        return 2
+        return None
     if not info.model_name:
         print(f"unipose-demo: {args.checkpoint} names no model configuration; use a checkpoint "
               "written by unipose-train (or run unipose-detector with model:=...)", file=sys.stderr)
-        return 2
-    support_image, support_keypoints = args.support_image, args.support_keypoints
+        return None
+    return info
+
+
+def _support(args: argparse.Namespace) -> tuple[str, str]:
     if args.visual:
         from unipose_model.model_file import BUNDLED_SUPPORT_IMAGE, BUNDLED_SUPPORT_KEYPOINTS
-        support_image, support_keypoints = BUNDLED_SUPPORT_IMAGE, str(BUNDLED_SUPPORT_KEYPOINTS)
+        return BUNDLED_SUPPORT_IMAGE, str(BUNDLED_SUPPORT_KEYPOINTS)
+    return args.support_image, args.support_keypoints
+
+
+def _start_detector(args: argparse.Namespace, info, support: tuple[str, str], domain: int):
+    """The detector node, configured and active; None after one line when it cannot start."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from unipose_ros.detector_node import DetectorNode
+
+    support_image, support_keypoints = support
+    detector = DetectorNode(parameter_overrides=[
+        Parameter("model", value=info.model_name), Parameter("checkpoint", value=str(args.checkpoint)),
+        Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
+        Parameter("prompt", value=args.prompt), Parameter("autostart", value=True),
+        Parameter("support_image", value=support_image), Parameter("support_keypoints", value=support_keypoints)])
+    # box_threshold, short_side and max_size keep their defaults: the model file's values
+    print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
+    if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        print("unipose-demo: the detector could not load the model (see the log above)", file=sys.stderr)
+        return detector, False
+    if (support_image or support_keypoints) and not detector.prompt.text.startswith("<visual prompt"):
+        print("unipose-demo: the visual prompt was refused (see the log above)", file=sys.stderr)
+        return detector, False
+    detector.trigger_activate()
+    return detector, True
+
+
+class _DemoSink:
+    """The runner's side of the graph: one printed line per keypoint message, the annotated
+    images into the video (each held until the next, as a live viewer sees them), counts."""
+
+    def __init__(self, writer, frames: dict):
+        self.writer, self.frames = writer, frames
+        self.lock = threading.Condition()
+        self.state = {"processed": 0, "instances": 0, "markers": 0, "annotated": 0, "last": time.time()}
+        self.held = {"frame": None, "index": 0, "open": True}
+        self.video_lock = threading.Lock()   # the writer must not be closed under a running write
+
+    def subscribe(self, node) -> None:
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from visualization_msgs.msg import MarkerArray
+
+        from unipose_ros.msg import KeypointInstanceArray
+
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        node.create_subscription(KeypointInstanceArray, "/unipose/keypoints", self.on_keypoints, reliable)
+        node.create_subscription(Image, "/unipose/image_annotated", self.on_annotated, reliable)
+        node.create_subscription(MarkerArray, "/unipose/markers", self.on_markers, reliable)
+
+    def _index(self, msg, default: int) -> int:
+        return self.frames.get((msg.header.stamp.sec, msg.header.stamp.nanosec), default)
+
+    def on_keypoints(self, msg) -> None:
+        with self.lock:
+            self.state["processed"] += 1
+            self.state["instances"] += len(msg.instances)
+            self.state["last"] = time.time()
+            print(f"frame {self._index(msg, -1):4d}: {_keypoint_summary(msg)} "
+                  f"({msg.inference_time * 1000:.0f} ms)", flush=True)
+            self.lock.notify_all()
+
+    def on_annotated(self, msg) -> None:
+        # The video keeps the clip's timing: each annotated frame is shown until the next
+        # one, as a live viewer would have seen it (frames in between were dropped).
+        import numpy as np
+
+        from unipose_ros.image_conversion import image_to_color
+
+        array, order = image_to_color(msg)
+        frame = np.ascontiguousarray(array if order == "bgr" else array[..., ::-1])
+        index = self._index(msg, self.held["index"])
+        with self.video_lock:
+            if not self.held["open"]:
+                return
+            if self.held["frame"] is not None:
+                for _ in range(max(1, index - self.held["index"])):
+                    self.writer.write(self.held["frame"])
+            self.held["frame"], self.held["index"] = frame, index
+        with self.lock:
+            self.state["annotated"] += 1
+
+    def on_markers(self, msg) -> None:
+        with self.lock:
+            self.state["markers"] += 1
+
+    def wait(self, source_timer, max_frames: int, timeout: float) -> None:
+        """Until --frames are processed, or the source ended and the detector went quiet, or timeout."""
+        deadline = time.time() + timeout
+        with self.lock:
+            while time.time() < deadline:
+                if max_frames and self.state["processed"] >= max_frames:
+                    break
+                # one pass: the source ended and the detector has had time to publish its last frame
+                if source_timer.is_canceled() and time.time() - self.state["last"] > 3.0:
+                    break
+                self.lock.wait(timeout=0.2)
+            else:
+                print(f"[demo] stopped after the {timeout:g} s timeout", flush=True)
+
+    def finish(self) -> None:
+        """Print the counts and write the last held frame; later images are ignored."""
+        published, state = len(self.frames), self.state
+        print(f"[demo] {published} frames published, {state['processed']} processed "
+              f"({published - state['processed']} dropped while the model was busy), "
+              f"{state['instances']} detections, {state['markers']} marker arrays, "
+              f"{state['annotated']} annotated images", flush=True)
+        with self.video_lock:
+            self.held["open"] = False
+            if self.held["frame"] is not None:
+                self.writer.write(self.held["frame"])
+
+
+def _play(args: argparse.Namespace, source: str, rate: float, sink: _DemoSink, nodes: list, executor) -> None:
+    """Add the sink and the image source to the graph, spin, and wait for the run to end."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from unipose_ros.image_source import ImageSourceNode
+
+    sink_node = rclpy.create_node("unipose_demo_sink")
+    nodes.append(sink_node)
+    sink.subscribe(sink_node)
+    src = ImageSourceNode(parameter_overrides=[
+        Parameter("source", value=source), Parameter("rate", value=float(rate)), Parameter("loop", value=False)])
+    src.image_pub = _StampLog(src.image_pub, sink.frames)
+    nodes.append(src)
+    for node in nodes:
+        executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    print(f"[demo] playing {source} at {rate:g} Hz; prompt {nodes[0].prompt.text!r}; one line per processed frame",
+          flush=True)
+    sink.wait(src.timer, args.frames, args.timeout)
+    time.sleep(0.5)  # let the last annotated image arrive
+    sink.finish()
+
+
+def run(args: argparse.Namespace) -> int:
+    domain = _setup_ros_environment(args.domain_id)
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from unipose_model.media import VideoWriter
+
+    source = str(Path(args.source).expanduser())
+    rate = args.rate or _video_rate(source)
+    info = _model_info(args)
+    if info is None:
+        return 2
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     video_path = out_dir / args.video
@@ -136,102 +273,15 @@ def run(args: argparse.Namespace) -> int:
     # loop busy-waits (holding the GIL) while a sink callback writes video, and the detector's
     # inference took 2.9-15.4 s per frame instead of 0.35-0.63 s (docs/BENCHMARKS.md).
     executor = SingleThreadedExecutor()
-    nodes = []
+    nodes: list = []
     writer = VideoWriter(video_path, fps=rate)
+    sink = _DemoSink(writer, frames={})
     try:
-        detector = DetectorNode(parameter_overrides=[
-            Parameter("model", value=info.model_name), Parameter("checkpoint", value=str(args.checkpoint)),
-            Parameter("text_encoder", value="auto"), Parameter("device", value=args.device),
-            Parameter("prompt", value=args.prompt), Parameter("autostart", value=True),
-            Parameter("support_image", value=support_image), Parameter("support_keypoints", value=support_keypoints)])
-        # box_threshold, short_side and max_size keep their defaults: the model file's values
+        detector, started = _start_detector(args, info, _support(args), domain)
         nodes.append(detector)
-        print(f"[demo] ROS_DOMAIN_ID={domain}; loading {args.checkpoint} ({info.model_name}) ...", flush=True)
-        if detector.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            print("unipose-demo: the detector could not load the model (see the log above)", file=sys.stderr)
+        if not started:
             return 1
-        if (support_image or support_keypoints) and not detector.prompt.text.startswith("<visual prompt"):
-            print("unipose-demo: the visual prompt was refused (see the log above)", file=sys.stderr)
-            return 1
-        detector.trigger_activate()
-
-        sink = rclpy.create_node("unipose_demo_sink")
-        nodes.append(sink)
-        lock = threading.Condition()
-        state = {"processed": 0, "instances": 0, "markers": 0, "annotated": 0, "last": time.time()}
-        frames: dict = {}
-
-        def on_keypoints(msg) -> None:
-            with lock:
-                state["processed"] += 1
-                state["instances"] += len(msg.instances)
-                state["last"] = time.time()
-                index = frames.get((msg.header.stamp.sec, msg.header.stamp.nanosec), -1)
-                print(f"frame {index:4d}: {_keypoint_summary(msg)} "
-                      f"({msg.inference_time * 1000:.0f} ms)", flush=True)
-                lock.notify_all()
-
-        held = {"frame": None, "index": 0, "open": True}
-        video_lock = threading.Lock()   # the writer must not be closed under a running write
-
-        def on_annotated(msg) -> None:
-            # The video keeps the clip's timing: each annotated frame is shown until the next
-            # one, as a live viewer would have seen it (frames in between were dropped).
-            array, order = image_to_color(msg)
-            frame = np.ascontiguousarray(array if order == "bgr" else array[..., ::-1])
-            index = frames.get((msg.header.stamp.sec, msg.header.stamp.nanosec), held["index"])
-            with video_lock:
-                if not held["open"]:
-                    return
-                if held["frame"] is not None:
-                    for _ in range(max(1, index - held["index"])):
-                        writer.write(held["frame"])
-                held["frame"], held["index"] = frame, index
-            with lock:
-                state["annotated"] += 1
-
-        def on_markers(msg) -> None:
-            with lock:
-                state["markers"] += 1
-
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        sink.create_subscription(KeypointInstanceArray, "/unipose/keypoints", on_keypoints, reliable)
-        sink.create_subscription(Image, "/unipose/image_annotated", on_annotated, reliable)
-        sink.create_subscription(MarkerArray, "/unipose/markers", on_markers, reliable)
-
-        src = ImageSourceNode(parameter_overrides=[
-            Parameter("source", value=source), Parameter("rate", value=float(rate)),
-            Parameter("loop", value=False)])
-        src.image_pub = _StampLog(src.image_pub, frames)
-        nodes.append(src)
-        for node in nodes:
-            executor.add_node(node)
-        spin = threading.Thread(target=executor.spin, daemon=True)
-        spin.start()
-        print(f"[demo] playing {source} at {rate:g} Hz; prompt {detector.prompt.text!r}; one line per processed frame",
-              flush=True)
-        deadline = time.time() + args.timeout
-        with lock:
-            while time.time() < deadline:
-                if args.frames and state["processed"] >= args.frames:
-                    break
-                source_done = src.timer.is_canceled()
-                # one pass: the source ended and the detector has had time to publish its last frame
-                if source_done and time.time() - state["last"] > 3.0:
-                    break
-                lock.wait(timeout=0.2)
-            else:
-                print(f"[demo] stopped after the {args.timeout:g} s timeout", flush=True)
-        time.sleep(0.5)  # let the last annotated image arrive
-        published = len(frames)
-        print(f"[demo] {published} frames published, {state['processed']} processed "
-              f"({published - state['processed']} dropped while the model was busy), "
-              f"{state['instances']} detections, {state['markers']} marker arrays, "
-              f"{state['annotated']} annotated images", flush=True)
-        with video_lock:
-            held["open"] = False
-            if held["frame"] is not None:
-                writer.write(held["frame"])
+        _play(args, source, rate, sink, nodes, executor)
     finally:
         executor.shutdown(timeout_sec=2.0)
         for node in nodes:
@@ -240,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
         writer.close()
-    if state["annotated"] == 0:
+    if sink.state["annotated"] == 0:
         print("unipose-demo: no annotated image arrived; nothing written", file=sys.stderr)
         return 1
     print(f"[demo] annotated video: {video_path} ({writer.frames_written} frames)", flush=True)
