@@ -76,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     depth.add_argument("--depth-tolerance", type=float, default=0.02,
                        help="largest colour/depth stamp difference, seconds (default 0.02)")
     depth.add_argument("--depth-window", type=int, default=5, help="depth window side, pixels (default 5)")
+    parser.add_argument("--max-frames", type=int, default=0,
+                        help="process only the first N frames of the image topic; the output bag ends "
+                             "there (default 0: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -150,19 +153,154 @@ def _pick_camera_info_topic(connections, wanted: str | None, image_topic: str) -
                    f"topics ({', '.join(infos) or 'none'}); choose one with --camera-info-topic")
 
 
+def _load(args: argparse.Namespace):
+    """The predictor, the prompt and the model's label for the messages, as the node builds them."""
+    from unipose_ros.model_loader import load_predictor, model_label, resolve_prompt
+
+    predictor = load_predictor({
+        "backend": "pytorch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
+        "precision": args.precision, "text_encoder": args.text_encoder, "clip_weights": args.clip_weights,
+        "box_threshold": args.box_threshold, "iou_threshold": args.iou_threshold,
+        "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances,
+        "refine": args.refine})
+    return predictor, resolve_prompt(predictor, args.prompt), model_label(args.model, args.checkpoint)
+
+
+class _Outputs:
+    """The output bag's connections: every input topic copied, plus the ones this tool writes."""
+
+    def __init__(self, writer, reader, args: argparse.Namespace, depth_topic: str | None):
+        store = message_typestore()
+        self.writer = writer
+        self.copied = {}
+        for conn in reader.connections:
+            self.copied[conn.id] = writer.add_connection(
+                conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
+                serialization_format=conn.ext.serialization_format,
+                offered_qos_profiles=conn.ext.offered_qos_profiles)
+        self.keypoints = writer.add_connection(KEYPOINTS_TOPIC, "unipose_ros/msg/KeypointInstanceArray",
+                                               typestore=store)
+        self.annotated = (writer.add_connection(ANNOTATED_TOPIC, "sensor_msgs/msg/Image", typestore=store)
+                          if args.annotate else None)
+        self.markers = (writer.add_connection(MARKERS_3D_TOPIC, "visualization_msgs/msg/MarkerArray",
+                                              typestore=store) if depth_topic else None)
+
+
+class _FrameProcessor:
+    """Detection, tracking and 3-D positions for each colour frame, in bag order; a colour frame
+    waits (in `pending`) until the depth frames that could pair with it have been read."""
+
+    def __init__(self, args: argparse.Namespace, outputs: _Outputs, depth_topic: str | None):
+        from unipose_model.tracking import Tracker
+        from unipose_ros.depth_pairing import StampPairer
+
+        self.args, self.out, self.depth_topic = args, outputs, depth_topic
+        self.predictor, self.prompt, self.model_name = _load(args)
+        own_threshold = self.predictor.settings.box_threshold
+        track = not args.no_track
+        self.floor = args.track_low_threshold if track else None  # the tracker's second pass, per call
+        self.tracker = (Tracker(high_threshold=own_threshold,
+                                low_threshold=min(args.track_low_threshold, own_threshold)) if track else None)
+        self.pairer = StampPairer(args.depth_tolerance, capacity=60, wait=0.0)
+        self.camera_info = None
+        self.pending: list = []
+        self.counts = {"frames": 0, "instances": 0, "skipped": 0, "depth_paired": 0, "depth_unpaired": 0}
+
+    def flush(self, final: bool = False) -> None:
+        """Process the colour frames whose depth partner can be decided (in order)."""
+        from unipose_ros.tracks_and_depth import stamp_ns
+
+        while self.pending:
+            stamp = stamp_ns(self.pending[0][1].header.stamp)
+            if not (final or self.depth_topic is None or self.pairer.has_after(stamp + self.pairer.tolerance_ns)):
+                return
+            self.process(*self.pending.pop(0))
+
+    def taken(self) -> int:
+        """Colour frames processed, skipped or waiting: what --max-frames counts."""
+        return self.counts["frames"] + self.counts["skipped"] + len(self.pending)
+
+    def process(self, timestamp: int, msg, compressed: bool) -> None:
+        from rclpy.serialization import serialize_message
+
+        from unipose_ros.depth_3d import marker_array_3d
+        from unipose_ros.detection_messages import keypoint_array
+        from unipose_ros.image_conversion import ImageConversionError, compressed_to_color, image_to_color
+
+        try:
+            image, order = compressed_to_color(msg) if compressed else image_to_color(msg)
+        except ImageConversionError as exc:
+            self.counts["skipped"] += 1
+            print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
+            return
+        started = time.perf_counter()
+        instances = self.predictor.predict(image, self.prompt.prepared, color=order, score_floor=self.floor)
+        model_time = time.perf_counter() - started
+        if self.tracker is not None:
+            instances = self.tracker.update(instances)
+        height, width = image.shape[:2]
+        positions = self._positions(timestamp, msg, instances, (width, height))
+        out = keypoint_array(instances, msg.header, (width, height), self.prompt, self.model_name, model_time,
+                             positions, msg.header.frame_id)
+        self.out.writer.write(self.out.keypoints, timestamp, serialize_message(out))
+        if positions is not None:
+            self.out.writer.write(self.out.markers, timestamp,
+                                  serialize_message(marker_array_3d(instances, positions, msg.header)))
+        if self.out.annotated is not None:
+            self._annotate(timestamp, msg, image, order, instances)
+        self.counts["frames"] += 1
+        self.counts["instances"] += len(instances)
+
+    def _positions(self, timestamp: int, msg, instances, size):
+        if self.depth_topic is None:
+            return None
+        from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions
+        from unipose_ros.tracks_and_depth import stamp_ns
+
+        depth_msg = self.pairer.pair(stamp_ns(msg.header.stamp), wait=0.0)
+        if depth_msg is None:
+            return None
+        try:
+            depth, encoding = depth_image_array(depth_msg)
+            return instance_positions(instances, depth, camera_from_info(self.camera_info), size,
+                                      self.args.depth_window, encoding)
+        except ValueError as exc:
+            print(f"unipose bag: no 3-D keypoints at {timestamp} ns: {exc}", file=sys.stderr)
+            return None
+
+    def _annotate(self, timestamp: int, msg, image, order: str, instances) -> None:
+        import numpy as np
+        from rclpy.serialization import serialize_message
+
+        from unipose_model.visualize import draw_instances
+        from unipose_ros.image_conversion import array_to_image
+
+        canvas = draw_instances(np.array(image, order="C"), instances, color=order, copy=False)
+        self.out.writer.write(self.out.annotated, timestamp,
+                              serialize_message(array_to_image(canvas, f"{order}8", msg.header)))
+
+
+def _topics(reader, args: argparse.Namespace) -> tuple[str, str | None, str | None]:
+    """The image topic to detect on, and the depth and CameraInfo topics (None without --depth-topic)."""
+    # the depth topic is an image topic too, but never the one to detect on
+    topic = _pick_image_topic([c for c in reader.connections if c.topic != args.depth_topic], args.image_topic)
+    if not args.depth_topic:
+        return topic, None, None
+    if args.depth_topic not in {c.topic for c in reader.connections}:
+        raise BagError(f"depth topic {args.depth_topic} is not in the bag")
+    return topic, args.depth_topic, _pick_camera_info_topic(reader.connections, args.camera_info_topic, topic)
+
+
 def process_bag(args: argparse.Namespace) -> dict:
-    """Run the detector over the bag; returns counts (frames, instances, skipped)."""
+    """Run the detector over the bag; returns counts (frames, instances, skipped, depth pairing)."""
     import shutil
 
-    from rclpy.serialization import deserialize_message, serialize_message
+    from rclpy.serialization import deserialize_message
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from tqdm import tqdm
 
-    from unipose_ros.detection_messages import keypoint_array
-    from unipose_ros.image_conversion import (ImageConversionError, array_to_image,
-                                              compressed_to_color, image_to_color)
-    from unipose_ros.model_loader import load_predictor, model_label, resolve_prompt
+    from unipose_ros.tracks_and_depth import stamp_ns
 
     if not (args.input / "metadata.yaml").is_file():
         raise BagError(f"{args.input} is not a rosbag2 directory (no metadata.yaml)")
@@ -171,120 +309,31 @@ def process_bag(args: argparse.Namespace) -> dict:
             raise BagError(f"{args.output} exists; use --overwrite to replace it")
         shutil.rmtree(args.output)
     storage = args.storage or _storage_of(args.input)
-
-    predictor = load_predictor({
-        "backend": "pytorch", "model": args.model, "checkpoint": args.checkpoint, "device": args.device,
-        "precision": args.precision, "text_encoder": args.text_encoder, "clip_weights": args.clip_weights,
-        "box_threshold": args.box_threshold, "iou_threshold": args.iou_threshold,
-        "short_side": args.short_side, "max_size": args.max_size, "max_instances": args.max_instances,
-        "refine": args.refine})
-    prompt = resolve_prompt(predictor, args.prompt)
-    model_name = model_label(args.model, args.checkpoint)
-    store = message_typestore()
-    counts = {"frames": 0, "instances": 0, "skipped": 0, "depth_paired": 0, "depth_unpaired": 0}
-    from unipose_model.tracking import Tracker
-    from unipose_ros.depth_3d import camera_from_info, depth_image_array, instance_positions, marker_array_3d
-    from unipose_ros.depth_pairing import StampPairer
-    from unipose_ros.tracks_and_depth import stamp_ns
-
-    track = not args.no_track
-    own_threshold = predictor.settings.box_threshold
-    floor = args.track_low_threshold if track else None  # the tracker's second pass, per call
-    tracker = (Tracker(high_threshold=own_threshold, low_threshold=min(args.track_low_threshold, own_threshold))
-               if track else None)
-    pairer = StampPairer(args.depth_tolerance, capacity=60, wait=0.0)
-    camera_info = [None]
-
+    limit = getattr(args, "max_frames", 0) or 0
     with Reader(args.input) as reader:
-        # the depth topic is an image topic too, but never the one to detect on
-        topic = _pick_image_topic([c for c in reader.connections if c.topic != args.depth_topic],
-                                  args.image_topic)
-        depth_topic = info_topic = None
-        if args.depth_topic:
-            if args.depth_topic not in {c.topic for c in reader.connections}:
-                raise BagError(f"depth topic {args.depth_topic} is not in the bag")
-            depth_topic = args.depth_topic
-            info_topic = _pick_camera_info_topic(reader.connections, args.camera_info_topic, topic)
+        topic, depth_topic, info_topic = _topics(reader, args)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         with Writer(args.output, version=9, storage_plugin=plugin) as writer:
-            copied = {}
-            for conn in reader.connections:
-                copied[conn.id] = writer.add_connection(
-                    conn.topic, conn.msgtype, msgdef=conn.msgdef.data, rihs01=conn.digest,
-                    serialization_format=conn.ext.serialization_format,
-                    offered_qos_profiles=conn.ext.offered_qos_profiles)
-            keypoints_conn = writer.add_connection(KEYPOINTS_TOPIC, "unipose_ros/msg/KeypointInstanceArray",
-                                                   typestore=store)
-            annotated_conn = (writer.add_connection(ANNOTATED_TOPIC, "sensor_msgs/msg/Image", typestore=store)
-                              if args.annotate else None)
-            markers_conn = (writer.add_connection(MARKERS_3D_TOPIC, "visualization_msgs/msg/MarkerArray",
-                                                  typestore=store) if depth_topic else None)
+            frames = _FrameProcessor(args, _Outputs(writer, reader, args, depth_topic), depth_topic)
             total = sum(c.msgcount for c in reader.connections)
-            pending: list = []   # colour frames waiting for the depth frames after them
-
-            def flush(final: bool = False) -> None:
-                """Process the colour frames whose depth partner can be decided (in order)."""
-                while pending:
-                    stamp = stamp_ns(pending[0][1].header.stamp)
-                    if not (final or depth_topic is None or pairer.has_after(stamp + pairer.tolerance_ns)):
-                        return
-                    process(*pending.pop(0))
-
-            def process(timestamp, msg, msg_type) -> None:
-                try:
-                    image, order = (compressed_to_color(msg) if msg_type is CompressedImage
-                                    else image_to_color(msg))
-                except ImageConversionError as exc:
-                    counts["skipped"] += 1
-                    print(f"unipose bag: skipped a frame at {timestamp} ns: {exc}", file=sys.stderr)
-                    return
-                started = time.perf_counter()
-                instances = predictor.predict(image, prompt.prepared, color=order, score_floor=floor)
-                model_time = time.perf_counter() - started
-                if tracker is not None:
-                    instances = tracker.update(instances)
-                height, width = image.shape[:2]
-                positions = None
-                if depth_topic is not None:
-                    depth_msg = pairer.pair(stamp_ns(msg.header.stamp), wait=0.0)
-                    if depth_msg is not None:
-                        try:
-                            depth, encoding = depth_image_array(depth_msg)
-                            positions = instance_positions(instances, depth, camera_from_info(camera_info[0]),
-                                                           (width, height), args.depth_window, encoding)
-                        except ValueError as exc:
-                            print(f"unipose bag: no 3-D keypoints at {timestamp} ns: {exc}", file=sys.stderr)
-                out = keypoint_array(instances, msg.header, (width, height), prompt, model_name, model_time,
-                                     positions, msg.header.frame_id)
-                writer.write(keypoints_conn, timestamp, serialize_message(out))
-                if positions is not None:
-                    writer.write(markers_conn, timestamp,
-                                 serialize_message(marker_array_3d(instances, positions, msg.header)))
-                if annotated_conn is not None:
-                    import numpy as np
-
-                    from unipose_model.visualize import draw_instances
-
-                    canvas = draw_instances(np.array(image, order="C"), instances, color=order, copy=False)
-                    writer.write(annotated_conn, timestamp,
-                                 serialize_message(array_to_image(canvas, f"{order}8", msg.header)))
-                counts["frames"] += 1
-                counts["instances"] += len(instances)
-
             for conn, timestamp, raw in tqdm(reader.messages(), total=total, unit="msg",
                                              disable=args.no_progress, desc="unipose bag"):
-                writer.write(copied[conn.id], timestamp, raw)
+                if conn.topic == topic and limit and frames.taken() >= limit:
+                    break  # --max-frames: the output bag ends before the first frame not processed
+                writer.write(frames.out.copied[conn.id], timestamp, raw)
                 if conn.topic == depth_topic:
                     depth_msg = deserialize_message(bytes(raw), Image)
-                    pairer.add(stamp_ns(depth_msg.header.stamp), depth_msg)
+                    frames.pairer.add(stamp_ns(depth_msg.header.stamp), depth_msg)
                 elif conn.topic == info_topic:
-                    camera_info[0] = deserialize_message(bytes(raw), CameraInfo)
+                    frames.camera_info = deserialize_message(bytes(raw), CameraInfo)
                 elif conn.topic == topic:
-                    msg_type = CompressedImage if conn.msgtype.endswith("CompressedImage") else Image
-                    pending.append((timestamp, deserialize_message(bytes(raw), msg_type), msg_type))
-                flush()
-            flush(final=True)
-    counts["depth_paired"], counts["depth_unpaired"] = pairer.paired, pairer.unpaired
+                    compressed = conn.msgtype.endswith("CompressedImage")
+                    msg = deserialize_message(bytes(raw), CompressedImage if compressed else Image)
+                    frames.pending.append((timestamp, msg, compressed))
+                frames.flush()
+            frames.flush(final=True)
+    counts = frames.counts
+    counts["depth_paired"], counts["depth_unpaired"] = frames.pairer.paired, frames.pairer.unpaired
     return counts
 
 

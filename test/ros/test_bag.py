@@ -169,3 +169,23 @@ def test_bag_with_depth_gives_3d_keypoints_track_ids_and_3d_markers(tmp_path, ca
     markers = [deserialize_message(raw, MarkerArray) for topic, _, _, raw in messages
                if topic == "/unipose/markers_3d"]
     assert len(markers) == 1 and {m.ns for m in markers[0].markers[1:]} >= {"keypoints_3d", "skeleton_3d"}
+
+
+def test_bag_max_frames_processes_the_first_frames_and_ends_the_output_there(tmp_path):
+    from unipose_ros.bag import main
+
+    frames = bag_frames() + [array_to_image(cv2.resize(load_bgr(sample_images(1)[0]), (320, 240)), "bgr8",
+                                            header(402))]
+    in_bag, out_bag = tmp_path / "in", tmp_path / "out"
+    write_input_bag(in_bag, frames, "mcap")
+    model = TEST_MODEL_PARAMS
+    assert main([str(in_bag), "--output", str(out_bag), "--prompt", PROMPT, "--no-progress", "--max-frames", "2",
+                 "--model", model["model"], "--checkpoint", model["checkpoint"],
+                 "--text-encoder", model["text_encoder"], "--device", model["device"],
+                 "--short-side", str(model["short_side"]), "--max-size", str(model["max_size"])]) == 0
+    messages = read_bag(out_bag)
+    keypoint_times = [t for topic, _, t, _ in messages if topic == "/unipose/keypoints"]
+    assert keypoint_times == [1_000_000_000, 2_000_000_000]
+    # the copied topics stop before the third image (its chatter message included)
+    assert [t for topic, _, t, _ in messages if topic == CAMERA] == [1_000_000_000, 2_000_000_000]
+    assert max(t for _, _, t, _ in messages) < 3_000_000_000
