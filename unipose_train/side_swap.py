@@ -97,6 +97,79 @@ def _box_margins(box: np.ndarray, kpts: np.ndarray) -> Optional[np.ndarray]:
     return np.array([pts[:, 0].min() - x0, pts[:, 1].min() - y0, x1 - pts[:, 0].max(), y1 - pts[:, 1].max()])
 
 
+def _alignment(tk: np.ndarray, dk: np.ndarray, midline, swapped):
+    """The donor-to-target similarity from the midline keypoints both have, and the target's
+    midline points and body length; None where they do not align well enough to splice."""
+    common = [k for k in midline if tk[k, 2] > 0 and dk[k, 2] > 0]
+    if len(common) < 2 or not any(dk[k, 2] > 0 for k in swapped):
+        return None
+    M = similarity(dk[common, :2], tk[common, :2])
+    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
+    body = tk[common, :2]
+    length = float(np.linalg.norm(body.max(0) - body.min(0)))
+    if length < 4 or not 1 / MAX_SCALE_CHANGE <= scale <= MAX_SCALE_CHANGE:
+        return None
+    if np.linalg.norm(_apply(M, dk[common, :2]) - body, axis=1).mean() > MAX_MIDLINE_RESIDUAL * length:
+        return None
+    return M, body, length
+
+
+def _side_sign(centre, normal, swapped_xy, other_xy) -> Optional[float]:
+    """Which way the normal points to the swapped side: the side's keypoints (both bodies,
+    aligned) lie on one side of the midline, the other side's on the other."""
+    side_mean, other_mean = ((swapped_xy - centre) @ normal).mean(), ((other_xy - centre) @ normal).mean()
+    if side_mean == other_mean:
+        return None
+    return 1.0 if side_mean > other_mean else -1.0
+
+
+def _neighbour_outlines(ann: Annotation, target: int, donor_ann: Annotation, donor: int, M) -> list:
+    """Outlines of every other instance (either image's, the donor's aligned)."""
+    outlines = [_outline(ann["boxes"][n], np.asarray(ann["keypoints"], dtype=np.float64)[n], np.eye(2, 3))
+                for n in range(len(ann["boxes"])) if n != target]
+    outlines += [_outline(donor_ann["boxes"][n], np.asarray(donor_ann["keypoints"], dtype=np.float64)[n], M)
+                 for n in range(len(donor_ann["boxes"])) if n != donor]
+    return outlines
+
+
+def _blend(image: np.ndarray, donor_image: np.ndarray, M, window, weight) -> np.ndarray:
+    """Warp only the window of the donor and blend it in with `weight`."""
+    x0, y0, x1, y1 = window
+    Mw = M.copy()
+    Mw[:, 2] -= (x0, y0)  # the shift moves the donor's pixels into the window's coordinates
+    warped = cv2.warpAffine(donor_image, Mw, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    out_image = image.copy()
+    patch = out_image[y0:y1, x0:x1].astype(np.float64)
+    wgt = weight[..., None] if patch.ndim == 3 else weight
+    out_image[y0:y1, x0:x1] = np.clip(patch * (1 - wgt) + warped * wgt + 0.5, 0, 255).astype(image.dtype)
+    return out_image
+
+
+def _spliced_annotation(ann: Annotation, target: int, tk, moved, swapped, size) -> Annotation:
+    """The target's keypoints with the swapped side's from the donor, and its box to match."""
+    w, h = size
+    out = copy_annotation(ann)
+    new = tk.copy()
+    new[swapped] = moved[swapped]
+    outside = (new[:, 0] < 0) | (new[:, 0] >= w) | (new[:, 1] < 0) | (new[:, 1] >= h)
+    new[(new[:, 2] <= 0) | outside] = 0.0
+    out["keypoints"][target] = new
+    margins = _box_margins(out["boxes"][target], tk)
+    labelled = new[new[:, 2] > 0, :2]
+    if margins is not None and len(labelled) >= 2:
+        box = np.concatenate([labelled.min(0) - margins[:2], labelled.max(0) + margins[2:]])
+    else:  # a box drawn around the animal: grow it to what the new side reaches
+        box = out["boxes"][target].copy()
+        if len(labelled):
+            box[:2] = np.minimum(box[:2], labelled.min(0))
+            box[2:] = np.maximum(box[2:], labelled.max(0))
+    box[0::2] = box[0::2].clip(0, w)
+    box[1::2] = box[1::2].clip(0, h)
+    out["boxes"][target] = box
+    return out
+
+
 def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.ndarray,
               donor_ann: Annotation, donor: int, side: str, feather: float = 2.0
               ) -> Optional[Tuple[np.ndarray, Annotation]]:
@@ -109,17 +182,10 @@ def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.n
     swapped = left if side == "left" else right
     tk = np.asarray(ann["keypoints"], dtype=np.float64)[target]
     dk = np.asarray(donor_ann["keypoints"], dtype=np.float64)[donor]
-    common = [k for k in midline if tk[k, 2] > 0 and dk[k, 2] > 0]
-    if len(common) < 2 or not any(dk[k, 2] > 0 for k in swapped):
+    aligned = _alignment(tk, dk, midline, swapped)
+    if aligned is None:
         return None
-    M = similarity(dk[common, :2], tk[common, :2])
-    scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
-    body = tk[common, :2]
-    length = float(np.linalg.norm(body.max(0) - body.min(0)))
-    if length < 4 or not 1 / MAX_SCALE_CHANGE <= scale <= MAX_SCALE_CHANGE:
-        return None
-    if np.linalg.norm(_apply(M, dk[common, :2]) - body, axis=1).mean() > MAX_MIDLINE_RESIDUAL * length:
-        return None
+    M, body, length = aligned
 
     # The midline: the principal direction of the target's midline keypoints through their mean.
     centre = body.mean(0)
@@ -133,12 +199,9 @@ def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.n
     other_xy = tk[[k for k in other if tk[k, 2] > 0], :2]
     if not len(swapped_xy) or not len(other_xy):
         return None
-    # Which way the normal points to `side`: the side's keypoints (both bodies, aligned) lie on
-    # one side of the midline, the other side's on the other.
-    side_mean, other_mean = ((swapped_xy - centre) @ normal).mean(), ((other_xy - centre) @ normal).mean()
-    if side_mean == other_mean:
+    sign = _side_sign(centre, normal, swapped_xy, other_xy)
+    if sign is None:
         return None
-    sign = 1.0 if side_mean > other_mean else -1.0
 
     # The spliced area: the swapped side of the midline, within BODY_MARGIN (a fraction of the
     # body length) of the hull over the midline and both bodies' swapped-side keypoints, so that
@@ -156,48 +219,14 @@ def swap_side(image: np.ndarray, ann: Annotation, target: int, donor_image: np.n
     near = margin - _distance_to(cv2.convexHull(reach.astype(np.float32)).reshape(-1, 2), (x0, y0), xx.shape)
     weight = np.clip(across / feather + 0.5, 0, 1) * np.clip(near / feather + 0.5, 0, 1)
 
-    # Neighbours (either image's, the donor's aligned) keep their pixels: the mask is cut out
-    # around the convex hull of each one's keypoints (its box without them). A swapped keypoint
-    # there would then not show: no splice.
-    outlines = [_outline(ann["boxes"][n], np.asarray(ann["keypoints"], dtype=np.float64)[n], np.eye(2, 3))
-                for n in range(len(ann["boxes"])) if n != target]
-    outlines += [_outline(donor_ann["boxes"][n], np.asarray(donor_ann["keypoints"], dtype=np.float64)[n], M)
-                 for n in range(len(donor_ann["boxes"])) if n != donor]
+    # Neighbours keep their pixels: the mask is cut out around the convex hull of each one's
+    # keypoints (its box without them). A swapped keypoint there would then not show: no splice.
     keep_out = NEIGHBOUR_MARGIN + feather
-    for hull in outlines:
+    for hull in _neighbour_outlines(ann, target, donor_ann, donor, M):
         if any(cv2.pointPolygonTest(hull, (float(x), float(y)), True) > -keep_out for x, y in swapped_xy):
             return None
         weight = weight * np.clip((_distance_to(hull, (x0, y0), xx.shape) - NEIGHBOUR_MARGIN) / feather, 0, 1)
     if weight.max() <= 0:
         return None
-
-    # Warp only the region: the shift moves the donor's pixels into the window's coordinates.
-    Mw = M.copy()
-    Mw[:, 2] -= (x0, y0)
-    warped = cv2.warpAffine(donor_image, Mw, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REFLECT_101)
-    out_image = image.copy()
-    patch = out_image[y0:y1, x0:x1].astype(np.float64)
-    wgt = weight[..., None] if patch.ndim == 3 else weight
-    out_image[y0:y1, x0:x1] = np.clip(patch * (1 - wgt) + warped * wgt + 0.5, 0, 255).astype(image.dtype)
-
-    out = copy_annotation(ann)
-    kpts = out["keypoints"]
-    new = tk.copy()
-    new[swapped] = moved[swapped]
-    outside = (new[:, 0] < 0) | (new[:, 0] >= w) | (new[:, 1] < 0) | (new[:, 1] >= h)
-    new[(new[:, 2] <= 0) | outside] = 0.0
-    kpts[target] = new
-    margins = _box_margins(out["boxes"][target], tk)
-    labelled = new[new[:, 2] > 0, :2]
-    if margins is not None and len(labelled) >= 2:
-        box = np.concatenate([labelled.min(0) - margins[:2], labelled.max(0) + margins[2:]])
-    else:  # a box drawn around the animal: grow it to what the new side reaches
-        box = out["boxes"][target].copy()
-        if len(labelled):
-            box[:2] = np.minimum(box[:2], labelled.min(0))
-            box[2:] = np.maximum(box[2:], labelled.max(0))
-    box[0::2] = box[0::2].clip(0, w)
-    box[1::2] = box[1::2].clip(0, h)
-    out["boxes"][target] = box
-    return out_image, out
+    return (_blend(image, donor_image, M, (x0, y0, x1, y1), weight),
+            _spliced_annotation(ann, target, tk, moved, swapped, (w, h)))
