@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .compiled import call_entry
+from .cpu_info import auto_dtype
 from .postprocess import (DEFAULT_BOX_THRESHOLD, DEFAULT_IOU_THRESHOLD, merge_selections,
                           select_queries, to_pixels)
 from .preprocess import (DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE, ImageError, as_rgb_array, pad_batch,
@@ -172,7 +173,8 @@ class Predictor:
             with neither model nor checkpoint: the official file if present, else the bundled
             fly model (``unipose_model/data/fly_demo.pth``).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", or "bfloat16" / "float16" (run under autocast; float16 needs CUDA,
+        dtype: "auto" (cpu_info.auto_dtype: bfloat16 on a CPU with native bf16, else float32),
+            "float32", or "bfloat16" / "float16" (run under autocast; float16 needs CUDA,
             bfloat16 on the CPU needs native bf16 instructions, e.g. AVX512-BF16 or AMX).
         text_encoder: "auto" (the prompt features stored in the checkpoint when it has them,
             else CLIP), "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed),
@@ -224,6 +226,8 @@ class Predictor:
                  backend: str = "pytorch", backend_options: dict | None = None,
                  exif_orientation: bool = False):
         self.device = resolve_device(device)
+        if dtype == "auto":  # the per-device rule (cpu_info.auto_dtype); exported backends run float32
+            dtype = auto_dtype(self.device.type) if backend == "pytorch" else "float32"
         self.dtype = parse_dtype(dtype)
         check_dtype(self.dtype, self.device)
         self.base_dtype = self.dtype  # as built; speed profiles switch self.dtype and come back to it

@@ -16,7 +16,8 @@ def load_predictor(p: dict):
         if p.get("force_rebuild"):
             options["force_rebuild"] = True
         if backend == "tensorrt":
-            options["precision"] = {"float32": "fp32", "float16": "fp16", "bfloat16": "fp16"}[p["precision"]]
+            options["precision"] = {"auto": "fp32", "float32": "fp32", "float16": "fp16",
+                                    "bfloat16": "fp16"}[p["precision"]]
     dtype = "float32" if backend != "pytorch" else p["precision"]
     return Predictor(model=p["model"], checkpoint=p["checkpoint"] or None, device=p["device"],
                      dtype=dtype, text_encoder=p["text_encoder"], backend=backend, backend_options=options,
