@@ -63,19 +63,22 @@ def iou(a, b) -> float:
 
 
 def compare_detections(ref, other) -> dict:
-    """Greedy one-to-one match of `other`'s detections to `ref`'s (best IoU first, >= 0.5)."""
-    pairs = sorted(((iou(r.box, o.box), i, j) for i, r in enumerate(ref) for j, o in enumerate(other)), reverse=True)
-    used_r, used_o, matched = set(), set(), []
-    for v, i, j in pairs:
-        if v >= 0.5 and i not in used_r and j not in used_o:
-            used_r.add(i), used_o.add(j), matched.append((i, j))
-    drift = np.concatenate([np.linalg.norm(np.asarray(ref[i].keypoints)[:, :2] - np.asarray(other[j].keypoints)[:, :2], axis=-1)
-                            for i, j in matched]) if matched else np.zeros(0)
+    """One-to-one match of `other`'s detections to `ref`'s (Hungarian, on the largest box-corner
+    distance), counting a pair as the same detection at box IoU >= 0.5; drifts over those pairs."""
+    from scipy.optimize import linear_sum_assignment
+
+    rb = np.array([np.asarray(r.box, float) for r in ref]).reshape(-1, 4)
+    ob = np.array([np.asarray(o.box, float) for o in other]).reshape(-1, 4)
+    cost = np.abs(rb[:, None] - ob[None]).max(-1)
+    rows, cols = linear_sum_assignment(cost) if cost.size else ([], [])
+    matched = [(i, j) for i, j in zip(rows, cols) if iou(rb[i], ob[j]) >= 0.5]
+    drift = np.concatenate([np.linalg.norm(np.asarray(ref[i].keypoints)[:, :2] - np.asarray(other[j].keypoints)[:, :2],
+                                           axis=-1) for i, j in matched]) if matched else np.zeros(0)
+    stat = lambda f: float(f(drift)) if drift.size else None
     return {"detections_ref": len(ref), "detections": len(other), "matched": len(matched),
-            "keypoint_drift_px": {"median": float(np.median(drift)) if drift.size else None,
-                                  "p95": float(np.percentile(drift, 95)) if drift.size else None,
-                                  "max": float(drift.max()) if drift.size else None},
-            "box_drift_px_max": max((float(np.abs(np.subtract(ref[i].box, other[j].box)).max()) for i, j in matched), default=None),
+            "keypoint_drift_px": {"median": stat(np.median), "p95": stat(lambda d: np.percentile(d, 95)),
+                                  "max": stat(np.max)},
+            "box_drift_px_max": max((float(cost[i, j]) for i, j in matched), default=None),
             "score_drift_max": max((abs(ref[i].score - other[j].score) for i, j in matched), default=None)}
 
 
