@@ -108,6 +108,7 @@ def evaluate(checkpoint: str | None, frames: range, video: str, box_threshold: f
         "PCK@0.2_per_keypoint": {k: round(v, 4) for k, v in row["PCK@0.2 per keypoint"].items()},
         "box_AP": row.get("box AP"), "seconds_per_frame": float(np.mean(seconds)),
         "missed_frames": [f["frame"] for f in per_frame if f["found"] < f["flies"]][:20],
+        "found_per_frame": {f["frame"]: f["found"] for f in per_frame},  # to compare two runs frame by frame
     }
 
 

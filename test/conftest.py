@@ -7,6 +7,10 @@ import pytest
 # Must be set before huggingface_hub is imported anywhere (it reads these once).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# dtype "auto" (the CLI's and the node's default) means bfloat16 on CPUs with bf16 units: pin it to
+# float32 so that results compared with fixed figures do not depend on which CPU runs the suite
+# (test_auto_dtype.py checks the rule itself with given CPU flags).
+os.environ.setdefault("UNIPOSE_AUTO_DTYPE", "float32")
 
 
 def pytest_configure(config):

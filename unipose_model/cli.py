@@ -59,9 +59,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                    help="model configuration (default: the one the checkpoint names, else unipose_swint), "
                         "or 'fly': the bundled fly model (unipose_model/data/fly_demo.pth), no checkpoint needed")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default auto)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="inference precision; float16 needs CUDA, bfloat16 CUDA or a CPU with native bf16 "
-                        "(AVX512-BF16 / AMX) (default float32)")
+                        "(AVX512-BF16 / AMX); auto (default): bfloat16 on a CPU with native bf16, else "
+                        "float32 (docs/BENCHMARKS.md: its accuracy cost)")
     p.add_argument("--box-threshold", type=float, default=None,
                    help=f"minimum score (default: the checkpoint's recommended one, else {DEFAULT_BOX_THRESHOLD})")
     p.add_argument("--iou-threshold", type=float, default=DEFAULT_IOU_THRESHOLD,

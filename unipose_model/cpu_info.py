@@ -9,6 +9,8 @@ check (predictor.cpu_supports_bf16), which can be broader than these flags.
 """
 from __future__ import annotations
 
+import os
+
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,3 +60,38 @@ def read_cpu_info(path: str | Path = "/proc/cpuinfo") -> CpuInfo:
         return parse_cpuinfo(Path(path).read_text())
     except OSError:
         return CpuInfo(platform.processor() or "unknown CPU")
+
+
+# Whether bf16 at the `accurate` settings (full input size, all queries; autocast, sampling positions
+# in float32) met the accuracy bar: the bundled fly model's held-out PCK@0.2 within 0.005 of float32
+# and the same flies found in every frame. Measured by scripts/eval_bf16_accuracy.py
+# (docs/BENCHMARKS.md, "bf16 accurate"); set from that measurement, not from a guess.
+BF16_ACCURATE_MEETS_BAR = True
+
+
+def auto_dtype(device_type: str, cpu: CpuInfo | None = None, onednn_bf16: bool | None = None) -> str:
+    """The inference dtype that `dtype="auto"` (CLI `--dtype auto`, node `precision: auto`) means.
+
+    On the CPU: "bfloat16" where the CPU has bf16 units (AMX or AVX512-BF16, from its flags), oneDNN
+    uses them (`onednn_bf16`; asked from torch when None) and bf16 met the accuracy bar
+    (BF16_ACCURATE_MEETS_BAR); "float32" elsewhere, where bf16 is emulated and ~100x slower.
+    Other devices (CUDA): "float32", as before `auto` existed.
+    $UNIPOSE_AUTO_DTYPE pins what auto means on this machine (e.g. float32 for results that must
+    not depend on which CPU ran them: the test suite sets it); it applies to the machine's own
+    answer only (not when `cpu` is given).
+    """
+    pinned = os.environ.get("UNIPOSE_AUTO_DTYPE", "").strip()
+    if pinned and cpu is None and onednn_bf16 is None:
+        return pinned
+    if device_type != "cpu":
+        return "float32"
+    cpu = cpu or read_cpu_info()
+    if not (BF16_ACCURATE_MEETS_BAR and cpu.native_bf16):
+        return "float32"
+    if onednn_bf16 is None:
+        import torch
+        try:
+            onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            onednn_bf16 = False
+    return "bfloat16" if onednn_bf16 else "float32"

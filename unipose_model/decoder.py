@@ -65,7 +65,7 @@ class DecoderLayer(nn.Module):
         tgt = self.catext_norm(tgt + attended)
         tgt = self.norm1(tgt + self.cross_attn(tgt + query_pos, reference_points, memory, spatial_shapes,
                                                memory_padding))
-        return self.norm3(tgt + self.linear2(F.relu(self.linear1(tgt))))
+        return self.norm3(tgt + self.linear2(F.relu(self.linear1(tgt), inplace=True)))
 
 
 @dataclass

@@ -94,7 +94,7 @@ class TextEnhancerLayer(nn.Module):
         attn = self.self_attn
         value = F.linear(text, attn.in_proj_weight[2 * d:], attn.in_proj_bias[2 * d:])
         text = self.norm1(text + attn.out_proj(value))
-        return self.norm2(text + self.linear2(F.relu(self.linear1(text))))
+        return self.norm2(text + self.linear2(F.relu(self.linear1(text), inplace=True)))
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -108,7 +108,8 @@ class DeformableEncoderLayer(nn.Module):
 
     def forward(self, src, pos, reference_points, spatial_shapes, padding_mask):
         src = self.norm1(src + self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask))
-        return self.norm2(src + self.linear2(F.relu(self.linear1(src))))
+        # in place: the wide (S x 2048) ReLU output is not a second fresh tensor (a pass and page faults)
+        return self.norm2(src + self.linear2(F.relu(self.linear1(src), inplace=True)))
 
 
 class Encoder(nn.Module):

@@ -21,7 +21,7 @@ class MLP(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if i < last:
-                x = F.relu(x)
+                x = F.relu(x, inplace=True)  # x is the fresh output of the layer before
         return x
 
 

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .compiled import call_entry
+from .cpu_info import auto_dtype
 from .errors import CheckpointNotFoundError, PredictorError, UnknownPromptError
 from .inference import check_query_counts, query_counts, refine_crops, run_batches
 from .instance import Instance
@@ -73,7 +74,8 @@ class Predictor:
             with neither model nor checkpoint: the official file if present, else the bundled
             fly model (``unipose_model/data/fly_demo.pth``).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
-        dtype: "float32", or "bfloat16" / "float16" (run under autocast; float16 needs CUDA,
+        dtype: "float32", "auto" (cpu_info.auto_dtype: bfloat16 on a CPU with bf16 units, else
+            float32), or "bfloat16" / "float16" (run under autocast; float16 needs CUDA,
             bfloat16 on the CPU needs native bf16 instructions, e.g. AVX512-BF16 or AMX).
         text_encoder: "auto" (the prompt features stored in the checkpoint when it has them,
             else CLIP), "clip" (OpenAI CLIP ViT-B/32), "hash" (meaningless, no weights needed),
@@ -178,7 +180,7 @@ class Predictor:
         self._backend = None
         if backend != "pytorch":
             from .backends import build_backend
-            if parse_dtype(dtype) != torch.float32:
+            if dtype != AUTO and parse_dtype(dtype) != torch.float32:
                 raise PredictorError(f"backend {backend} runs its own precision; use dtype float32")
             self._backend = build_backend(backend, self.model, **(backend_options or {}))
 
@@ -228,7 +230,10 @@ class Predictor:
         """What the model file recommends (the library defaults where it says nothing):
         ``box_threshold``, the input size it was trained for (``short_side`` / ``max_size``) and
         its crop-refinement factor (``refine``, None: off); the values AUTO stands for."""
-        return file_defaults(self.file_info)
+        defaults = file_defaults(self.file_info)
+        # dtype AUTO: the device's rule (bf16 only on CPUs with bf16 units); exported graphs run float32
+        defaults["dtype"] = auto_dtype(self.device.type) if self.backend == "pytorch" else "float32"
+        return defaults
 
     def _replace_setting(self, name: str, value) -> None:
         self.settings = self._settings.replace(**{name: value})

@@ -44,7 +44,8 @@ class Settings:
     max_instances: most detections per image, best first (None: all).
     refine: crop-refinement factor (None: off); refine_size: its input size (None: short_side).
     heatmap_refiner: use the model file's heatmap refiner when it has one.
-    dtype: compute precision, "float32", "bfloat16" or "float16" (autocast).
+    dtype: compute precision, "float32", "bfloat16" or "float16" (autocast), or AUTO: the
+    machine's default (cpu_info.auto_dtype, through Predictor.model_defaults).
     num_queries / num_select: proposals after the encoder and instances given keypoint queries
     (None: the model's configuration); fewer is faster and changes the outputs (speed.py).
     """
@@ -73,7 +74,7 @@ class Settings:
                        max_instances=_optional_int(self.max_instances),
                        refine=float(pick("refine")) if pick("refine") else None,
                        refine_size=int(pick("refine_size")) if pick("refine_size") else None,
-                       heatmap_refiner=bool(self.heatmap_refiner), dtype=dtype_name(self.dtype),
+                       heatmap_refiner=bool(self.heatmap_refiner), dtype=dtype_name(pick("dtype")),
                        num_queries=_optional_int(self.num_queries), num_select=_optional_int(self.num_select))
         out.check()
         return out
@@ -97,7 +98,7 @@ class Settings:
 
 # What AUTO stands for when the model file says nothing.
 LIBRARY_DEFAULTS = {"box_threshold": DEFAULT_BOX_THRESHOLD, "short_side": DEFAULT_SHORT_SIDE,
-                    "max_size": DEFAULT_MAX_SIZE, "refine": None, "refine_size": None}
+                    "max_size": DEFAULT_MAX_SIZE, "refine": None, "refine_size": None, "dtype": "float32"}
 
 
 def file_defaults(info) -> dict:
@@ -108,7 +109,8 @@ def file_defaults(info) -> dict:
             "short_side": int(trained.get("short_side", DEFAULT_SHORT_SIDE)),
             "max_size": trained.get("max_size", DEFAULT_MAX_SIZE),
             "refine": info.postprocess.get("refine") or None,
-            "refine_size": int(info.postprocess.get("refine_size", 0)) or None}
+            "refine_size": int(info.postprocess.get("refine_size", 0)) or None,
+            "dtype": "float32"}  # a model file recommends no precision; the Predictor adds the machine's
 
 
 def auto_if_negative(value):

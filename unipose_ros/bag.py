@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="auto (default: the checkpoint's own prompt features, else CLIP), clip, hash, or a feature file")
     model.add_argument("--clip-weights", default="")
     model.add_argument("--device", default="auto")
-    model.add_argument("--precision", default="float32", choices=("float32", "float16", "bfloat16"))
+    model.add_argument("--precision", default="auto", choices=("auto", "float32", "float16", "bfloat16"))
     # as the node's parameters: "auto" or a negative number = the model file's value
     model.add_argument("--box-threshold", type=_auto_number(float), default=AUTO_NUMBER,
                        help="minimum score (auto, default: the model file's recommended threshold, else 0.1)")

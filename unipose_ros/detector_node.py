@@ -513,7 +513,7 @@ class DetectorNode(LifecycleNode):
             "model": self._model_name(),
             "device": str(getattr(self.predictor, "device", "")),
             "backend": str(self._param("backend")),
-            "precision": str(self._param("precision")),
+            "precision": str(getattr(self.predictor, "dtype", self._param("precision"))).replace("torch.", ""),
             "last_error": self._last_error,
             **self._extras.diagnostics(),
         }

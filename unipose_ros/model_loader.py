@@ -39,7 +39,7 @@ def load_predictor(p: dict):
         if p.get("force_rebuild"):
             options["force_rebuild"] = True
         if backend == "tensorrt":
-            options["precision"] = {"float32": "fp32", "float16": "fp16", "bfloat16": "fp16"}[p["precision"]]
+            options["precision"] = {"auto": "fp32", "float32": "fp32", "float16": "fp16", "bfloat16": "fp16"}[p["precision"]]
     return Predictor(model=p["model"], checkpoint=p["checkpoint"] or None, device=p["device"],
                      text_encoder=p["text_encoder"], backend=backend, backend_options=options,
                      clip_weights=p["clip_weights"] or None, compile=bool(p.get("compile", False)),

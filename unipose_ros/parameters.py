@@ -44,8 +44,9 @@ DETECTOR_PARAMETERS: tuple[Param, ...] = (
           "backend): faster after a one-time compilation per input size and speed profile (minutes "
           "on a small CPU, at the first frame); falls back to the plain model if compiling fails. "
           "Measured: docs/BENCHMARKS.md."),
-    Param("precision", "float32", "Numeric precision: float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
-          choices=("float32", "float16", "bfloat16")),
+    Param("precision", "auto", "Numeric precision: auto (bfloat16 on a CPU with native bf16, AMX / AVX512-BF16, "
+          "else float32), float32, or float16 (CUDA) / bfloat16 (CUDA, or a CPU with native bf16).",
+          choices=("auto", "float32", "float16", "bfloat16")),
     # detection
     Param("prompt", "", "Initial prompt, e.g. 'person', 'cat, dog', 'person: nose, left eye', "
           "'hand: wrist, thumb root' or the JSON form; predefined sets by their official names "

@@ -71,7 +71,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x)))
+        hidden = self.fc1(x)
+        # GELU's backward needs its input, so in place only where no gradient is recorded
+        hidden = F.gelu(hidden) if hidden.requires_grad else torch.ops.aten.gelu_(hidden)
+        return self.fc2(hidden)
 
 
 class SwinBlock(nn.Module):
