@@ -1,5 +1,4 @@
 """dtype "auto" (cpu_info.auto_dtype): bf16 only on CPUs with bf16 units, and the bf16 measuring route."""
-import numpy as np
 import pytest
 import torch
 
