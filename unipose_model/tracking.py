@@ -233,28 +233,41 @@ class Tracker:
             for track, kf, d in zip(tracks, updated, dets):
                 track.kf = kf
                 self._match(track, det_xy[d], boxes[d], centre_size[d])
-        matched_tracks = {id(t) for t in matched.values()}
+        self._age_unmatched({id(t) for t in matched.values()})
+        for d in high_left:
+            track = Track(kalman_init(centre_size[d]), det_xy[d], boxes[d], centre_size[d], int(classes[d]))
+            matched[d] = track
+            self.tracks.append(track)
+        self._confirm(matched.values(), first_frame)
+        self.tracks = [t for t in self.tracks if t.state != "removed"]
+        return self._results(instances, matched, scores)
+
+    def _age_unmatched(self, matched_tracks: set) -> None:
+        """Tracks without a detection this frame: a miss; confirmed ones become lost, tentative
+        ones and those missed for longer than max_age are removed."""
         for track in self.tracks:
             if id(track) not in matched_tracks:
                 track.misses += 1
                 track.hits = 0
                 if track.state == "confirmed":
                     track.state = "lost"
-                if track.state == "tentative" or track.misses > cfg.max_age:
+                if track.state == "tentative" or track.misses > self.config.max_age:
                     track.state = "removed"
-        for d in high_left:
-            track = Track(kalman_init(centre_size[d]), det_xy[d], boxes[d], centre_size[d], int(classes[d]))
-            matched[d] = track
-            self.tracks.append(track)
-        for track in matched.values():
-            if track.state != "confirmed" and (track.hits >= cfg.min_hits or first_frame
+
+    def _confirm(self, tracks, first_frame: bool) -> None:
+        """Birth with hysteresis: a track is confirmed (and gets its id) after min_hits frames,
+        at once on the first frame, and again at once when a lost track is found."""
+        for track in tracks:
+            if track.state != "confirmed" and (track.hits >= self.config.min_hits or first_frame
                                                or track.track_id != UNCONFIRMED):
                 if track.track_id == UNCONFIRMED:
                     track.track_id = self._next_id
                     self._next_id += 1
                 track.state = "confirmed"
-        self.tracks = [t for t in self.tracks if t.state != "removed"]
 
+    def _results(self, instances: Sequence, matched: dict, scores: np.ndarray) -> list:
+        """The matched detections, best first, with their track ids (and smoothed keypoints)."""
+        cfg = self.config
         out = []
         for d in sorted(matched, key=lambda d: -scores[d]):
             if scores[d] < cfg.high_threshold and not cfg.report_low:
