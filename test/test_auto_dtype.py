@@ -51,11 +51,11 @@ def test_predictor_and_cli_resolve_auto_with_the_rule(monkeypatch):
 
 
 def test_the_environment_pins_what_auto_means_on_this_machine(monkeypatch):
-    monkeypatch.setenv("UNIPOSE_AUTO_DTYPE", "float32")
-    assert auto_dtype("cpu") == "float32"
-    assert auto_dtype("cpu", AMX, onednn_bf16=True) == "bfloat16"  # given flags: the rule itself
+    monkeypatch.setattr(cpu_info, "read_cpu_info", lambda: AVX2)   # the rule alone says float32 here
+    monkeypatch.setenv("UNIPOSE_AUTO_DTYPE", "bfloat16")
+    assert auto_dtype("cpu") == "bfloat16"                          # the machine's answer is pinned
+    assert auto_dtype("cpu", AVX2, onednn_bf16=True) == "float32"   # given flags: the rule itself
     monkeypatch.delenv("UNIPOSE_AUTO_DTYPE")
-    monkeypatch.setattr(cpu_info, "read_cpu_info", lambda: AVX2)
     assert auto_dtype("cpu") == "float32"
 
 
