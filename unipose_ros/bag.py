@@ -33,6 +33,16 @@ ANNOTATED_TOPIC = "/unipose/image_annotated"
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
 
+def _serialised(write, build, *args) -> bytes:
+    """A message's bytes for the bag: written directly (unipose_ros.cdr) where rclpy reads them
+    back as the message, else the message object serialised by rclpy."""
+    from rclpy.serialization import serialize_message
+
+    from unipose_ros import cdr
+
+    return write(*args) if cdr.matches_rclpy() else serialize_message(build(*args))
+
+
 class BagError(UserError, ValueError):
     """A problem with the bag arguments or contents, told to the user in one line."""
 
@@ -221,10 +231,8 @@ class _FrameProcessor:
         return self.counts["frames"] + self.counts["skipped"] + len(self.pending)
 
     def process(self, timestamp: int, msg, compressed: bool) -> None:
-        from rclpy.serialization import serialize_message
-
-        from unipose_ros.depth_3d import marker_array_3d
-        from unipose_ros.detection_messages import keypoint_array
+        from unipose_ros.depth_3d import marker_array_3d, marker_array_3d_serialised
+        from unipose_ros.detection_messages import keypoint_array, keypoint_array_serialised
         from unipose_ros.image_conversion import ImageConversionError, compressed_to_color, image_to_color
 
         try:
@@ -240,12 +248,12 @@ class _FrameProcessor:
             instances = self.tracker.update(instances)
         height, width = image.shape[:2]
         positions = self._positions(timestamp, msg, instances, (width, height))
-        out = keypoint_array(instances, msg.header, (width, height), self.prompt, self.model_name, model_time,
-                             positions, msg.header.frame_id)
-        self.out.writer.write(self.out.keypoints, timestamp, serialize_message(out))
+        self.out.writer.write(self.out.keypoints, timestamp, _serialised(
+            keypoint_array_serialised, keypoint_array, instances, msg.header, (width, height), self.prompt,
+            self.model_name, model_time, positions, msg.header.frame_id))
         if positions is not None:
-            self.out.writer.write(self.out.markers, timestamp,
-                                  serialize_message(marker_array_3d(instances, positions, msg.header)))
+            self.out.writer.write(self.out.markers, timestamp, _serialised(
+                marker_array_3d_serialised, marker_array_3d, instances, positions, msg.header))
         if self.out.annotated is not None:
             self._annotate(timestamp, msg, image, order, instances)
         self.counts["frames"] += 1

@@ -71,6 +71,50 @@ def instance_positions(instances: Sequence, depth: np.ndarray, camera: PinholeCa
     return out
 
 
+def marker_specs_3d(instances: Sequence, positions, sphere_m: float = 0.015, line_m: float = 0.005) -> list:
+    """The markers of marker_array_3d, as unipose_ros.cdr.MarkerSpec (one layout for the message
+    objects and the bytes)."""
+    from visualization_msgs.msg import Marker
+
+    from unipose_ros.cdr import MarkerSpec
+    from unipose_ros.detection_messages import WHITE, bone_indices, instance_rgba
+
+    specs = [MarkerSpec(action=Marker.DELETEALL)]
+    positions = list(positions)[:len(instances)]
+    if not positions:
+        return specs
+    xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions])
+    valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions])
+    sphere_idx, sphere_colours, skeletons, labels = [], [], [], []
+    start = 0
+    for i, inst in enumerate(instances[:len(positions)]):
+        n = len(np.asarray(positions[i][1]).reshape(-1))
+        block, valid_i = xyz[start:start + n], valid[start:start + n]
+        shown = start + np.flatnonzero(valid_i)
+        start += n
+        if not len(shown):
+            continue  # invalid keypoints are never drawn
+        colour = instance_rgba(inst, i)
+        sphere_idx.append(shown)
+        sphere_colours += [colour] * len(shown)
+        bones = bone_indices(inst.skeleton, valid_i.tolist())
+        if len(bones):
+            skeletons.append(MarkerSpec("skeleton_3d", i, Marker.LINE_LIST, Marker.ADD, scale=(line_m, 0.0, 0.0),
+                                        color=colour, points=block[bones]))
+        track = getattr(inst, "track_id", None)
+        # above the instance: mean x and z, highest point (smallest y) of its valid keypoints
+        rows = block[valid_i]
+        anchor = (float(rows[:, 0].mean()), float(rows[:, 1].min() - 4 * sphere_m), float(rows[:, 2].mean()))
+        labels.append(MarkerSpec("label_3d", i, Marker.TEXT_VIEW_FACING, Marker.ADD, position=anchor,
+                                 scale=(0.0, 0.0, 3 * sphere_m), color=colour,
+                                 text=f"{inst.label}" + (f" #{track}" if track is not None and track > 0 else "")))
+    if sphere_idx:
+        specs.append(MarkerSpec("keypoints_3d", 0, Marker.SPHERE_LIST, Marker.ADD, scale=(sphere_m,) * 3,
+                                color=WHITE, points=xyz[np.concatenate(sphere_idx)],
+                                colors=np.asarray(sphere_colours)))
+    return specs + skeletons + labels
+
+
 def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", lifetime_s: float = 0.5,
                     sphere_m: float = 0.015, line_m: float = 0.005):
     """RViz markers of the 3-D keypoints: one sphere list of every valid keypoint (coloured per
@@ -79,50 +123,16 @@ def marker_array_3d(instances: Sequence, positions, header, frame_id: str = "", 
     clears the previous frame's. Invalid keypoints are never drawn. The layout is the cheapest to
     publish (see detection_messages.marker_array). The markers share nested messages (header,
     lifetime, colours): publish the array, do not modify it in place."""
-    from visualization_msgs.msg import Marker, MarkerArray
+    from unipose_ros.detection_messages import markers_from_specs
 
-    from unipose_ros.detection_messages import _marker_template, _pose_at, _rgba, _scale, instance_colour
-    from unipose_ros.message_construction import like, point, valid_points
+    return markers_from_specs(marker_specs_3d(instances, positions, sphere_m, line_m), header, frame_id, lifetime_s)
 
-    base = _marker_template(header, frame_id, lifetime_s)
-    out = MarkerArray(markers=[like(base, action=Marker.DELETEALL)])
-    line_scale = _scale(line_m, 0.0, 0.0)
-    sphere_points, sphere_colours, skeletons, labels = [], [], [], []
-    positions = list(positions)[:len(instances)]
-    if not positions:
-        return out
-    # every instance's valid points at once; None where invalid (never drawn)
-    xyz = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 3) for p, _ in positions]).tolist()
-    valid = np.concatenate([np.asarray(v, dtype=bool).reshape(-1) for _, v in positions]).tolist()
-    all_pts = valid_points(xyz, valid)
-    start = 0
-    for i, (inst, (_, valid_i)) in enumerate(zip(instances, positions)):
-        end = start + len(valid_i)
-        pts = all_pts[start:end]
-        rows = [r for r, ok in zip(xyz[start:end], valid[start:end]) if ok]
-        start = end
-        shown = [p for p in pts if p is not None]
-        if not shown:
-            continue
-        colour = _rgba(instance_colour(inst, i))
-        sphere_points += shown
-        sphere_colours += [colour] * len(shown)
-        n = len(pts)
-        bones = [pts[j] for a, b in inst.skeleton
-                 if a < n and b < n and pts[a] is not None and pts[b] is not None for j in (a, b)]
-        if bones:
-            skeletons.append(like(base, ns="skeleton_3d", id=i, type=Marker.LINE_LIST, scale=line_scale,
-                                  color=colour, points=bones))
-        track = getattr(inst, "track_id", None)
-        # above the instance: mean x and z, highest point (smallest y) of its valid keypoints
-        anchor = point(sum(r[0] for r in rows) / len(rows), min(r[1] for r in rows) - 4 * sphere_m,
-                       sum(r[2] for r in rows) / len(rows))
-        labels.append(like(base, ns="label_3d", id=i, type=Marker.TEXT_VIEW_FACING,
-                           scale=_scale(0.0, 0.0, 3 * sphere_m), color=colour, pose=_pose_at(anchor),
-                           text=f"{inst.label}" + (f" #{track}" if track is not None and track > 0 else "")))
-    if sphere_points:
-        out.markers.append(like(base, ns="keypoints_3d", type=Marker.SPHERE_LIST,
-                                scale=_scale(sphere_m, sphere_m, sphere_m), color=_rgba((255, 255, 255)),
-                                points=sphere_points, colors=sphere_colours))
-    out.markers += skeletons + labels
-    return out
+
+def marker_array_3d_serialised(instances: Sequence, positions, header, frame_id: str = "", lifetime_s: float = 0.5,
+                               sphere_m: float = 0.015, line_m: float = 0.005) -> bytes:
+    """marker_array_3d(...), serialised (unipose_ros.cdr)."""
+    from unipose_ros.cdr import marker_array_bytes
+    from unipose_ros.detection_messages import lifetime_parts
+
+    return marker_array_bytes(marker_specs_3d(instances, positions, sphere_m, line_m), header, frame_id,
+                              lifetime_parts(lifetime_s))

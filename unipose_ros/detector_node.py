@@ -33,8 +33,10 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from unipose_model.prompt import quote_for_message
-from unipose_ros.depth_3d import marker_array_3d
-from unipose_ros.detection_messages import ActivePrompt, PixelProjector, keypoint_array, marker_array
+from unipose_ros import cdr
+from unipose_ros.depth_3d import marker_array_3d, marker_array_3d_serialised
+from unipose_ros.detection_messages import (ActivePrompt, PixelProjector, keypoint_array, keypoint_array_serialised,
+                                            marker_array, marker_array_serialised)
 from unipose_ros.frame_slot import LatestFrameSlot
 from unipose_ros.model_loader import (check_prompt_fields, load_predictor, model_label, resolve_prompt,
                                       resolve_visual_prompt, settings_from_parameters,
@@ -97,6 +99,7 @@ class DetectorNode(LifecycleNode):
         self._depth_sub = None
         self._extras = TracksAndDepth()  # track ids and 3-D positions
         self._pubs: dict = {}
+        self._serialised = False         # set in on_configure (unipose_ros.cdr.matches_rclpy)
         self._prompt_subs: list = []
         self._capture_srv = None
         self._last_frame = None  # (image, channel order, header) of the newest converted frame
@@ -187,6 +190,12 @@ class DetectorNode(LifecycleNode):
             self.get_logger().info("compile: the first frame (and the first after a speed-profile or image-size "
                                    "change) compiles the model: minutes on a small CPU")
         self._limiter.max_rate = float(params["max_rate"])
+        # outputs written straight to their serialised form where rclpy reads them back as the
+        # same messages (unipose_ros.cdr): a third of the per-frame overhead of message objects
+        self._serialised = cdr.matches_rclpy()
+        if not self._serialised:
+            self.get_logger().warning("this installation's keypoint or marker message definitions differ from "
+                                      "the ones unipose_ros.cdr writes: publishing message objects (slower)")
         self._extras.depth.set_tolerance(float(params["depth_tolerance"]))
         if params["speed_profile"] != "accurate":
             self._apply_settings(self.predictor)
@@ -452,15 +461,17 @@ class DetectorNode(LifecycleNode):
                 self.get_logger().warning(problem)
 
         pubs = self._pubs
-        pubs["keypoints"].publish(keypoint_array(instances, msg.header, (width, height), prompt,
-                                                 self._model_name(), model_time, positions, position_frame))
+        serialised = self._serialised
+        pubs["keypoints"].publish((keypoint_array_serialised if serialised else keypoint_array)(
+            instances, msg.header, (width, height), prompt, self._model_name(), model_time, positions,
+            position_frame))
         if positions is not None and pubs["markers_3d"].get_subscription_count() > 0:
-            pubs["markers_3d"].publish(marker_array_3d(instances, positions, msg.header, position_frame,
-                                                       self._param("marker_lifetime")))
+            pubs["markers_3d"].publish((marker_array_3d_serialised if serialised else marker_array_3d)(
+                instances, positions, msg.header, position_frame, self._param("marker_lifetime")))
         if self._param("publish_markers") and pubs["markers"].get_subscription_count() > 0:
             projector = PixelProjector.from_camera_info(
                 self._camera_info, self._param("marker_depth"), self._param("marker_scale"))
-            pubs["markers"].publish(marker_array(
+            pubs["markers"].publish((marker_array_serialised if serialised else marker_array)(
                 instances, msg.header, projector, (width, height),
                 lifetime_s=self._param("marker_lifetime"), frame_id=self._param("marker_frame_id")))
         if self._param("publish_annotated") and pubs["annotated"].get_subscription_count() > 0:

@@ -68,28 +68,9 @@ if DIRECT:
             p._check_fields = False
             append(p)
         return out
-
-    def valid_points(xyz, valid) -> list:
-        """Like :func:`points`, with None for the rows whose `valid` is false (they are never drawn)."""
-        out = []
-        append = out.append
-        for (x, y, z), ok in zip(xyz, valid):
-            if ok:
-                p = _new(Point)
-                p._x = x
-                p._y = y
-                p._z = z
-                p._check_fields = False
-                append(p)
-            else:
-                append(None)
-        return out
 else:  # pragma: no cover
     def points(xyz) -> list:
         return [point(x, y, z) for x, y, z in xyz]
-
-    def valid_points(xyz, valid) -> list:
-        return [point(x, y, z) if ok else None for (x, y, z), ok in zip(xyz, valid)]
 
 
 @lru_cache(maxsize=1)

@@ -51,7 +51,6 @@ def test_keypoints_equal_the_constructor():
     assert got[1] == expected and len(got) == 2
     assert (got[0].name, got[0].index, got[0].position_valid) == ("nose", 0, False)
     assert deserialize_message(serialize_message(got[1]), Keypoint) == expected
-    assert mc.valid_points([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], [False, True]) == [None, Point(x=4.0, y=5.0, z=6.0)]
 
 
 def test_like_copies_a_message_and_replaces_only_the_named_fields():

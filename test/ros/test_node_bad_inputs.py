@@ -32,10 +32,17 @@ def node(ros_context):
 
 
 def test_a_very_thin_frame_is_processed(node):
+    from rclpy.serialization import deserialize_message
+
     from unipose_ros.image_conversion import array_to_image
+    from unipose_ros.msg import KeypointInstanceArray
 
     published = []
-    node._pubs["keypoints"] = type("Pub", (), {"publish": lambda self, m: published.append(m)})()
+
+    def publish(self, m):  # the node publishes the serialised form (unipose_ros.cdr)
+        published.append(deserialize_message(m, KeypointInstanceArray) if isinstance(m, bytes) else m)
+
+    node._pubs["keypoints"] = type("Pub", (), {"publish": publish})()
     for shape in [(1, 3000, 3), (2, 4000, 3)]:
         msg = array_to_image(np.full(shape, 120, np.uint8), "bgr8", header(1))
         node._process(msg, time.monotonic())  # was: ValueError -> "processing failed"
