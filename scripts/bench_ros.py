@@ -303,18 +303,22 @@ def machine() -> str:
 def overhead_table(overhead: list[dict], where: str) -> list[str]:
     lines = [f"Per-frame overhead measured on {where}:", "",
              "Per-frame overhead of the node outside the model and the transport (median; bgr8 input, "
-             "5 instances x 17 keypoints): Image to numpy, building the keypoint array and the markers, "
-             "and rclpy publish (serialisation; no subscriber, so no transport). Markers are built only while `~/markers` has subscribers; the annotated overlay is drawn only while `~/image_annotated` has "
-             "subscribers and is listed apart. The last column is the whole per-frame work with tracking "
-             "and 3-D keypoints on: the tracker, pairing an aligned 16UC1 depth image, 3-D positions of "
-             "all 85 keypoints (plumb_bob undistortion, 5x5 median), the keypoint array with positions, "
-             "the markers and the 3-D markers (both as if subscribed). Target: 3 ms or less. The machine "
-             "is shared with other jobs; figures are medians and vary by tens of percent between runs; "
-             "the last column gives the same work's CPU time (this thread's, which does not count waiting "
-             "for a core) and the 1-minute load average during the run.", "",
+             "5 instances x 17 keypoints): Image to numpy, building the keypoint array and the markers "
+             "as the node does (written in serialised form, unipose_ros/cdr.py), and rclpy publish (no "
+             "subscriber, so no transport). Markers are built only while `~/markers` has subscribers; the "
+             "annotated overlay is drawn only while `~/image_annotated` has subscribers and is listed "
+             "apart. The 'tracking + 3-D' columns are the whole per-frame work with tracking and 3-D "
+             "keypoints on: the tracker, pairing an aligned 16UC1 depth image, 3-D positions of all 85 "
+             "keypoints (plumb_bob undistortion, 5x5 median), the keypoint array with positions, the "
+             "markers and the 3-D markers (both as if subscribed). Target: 3 ms or less. The machine is "
+             "shared with other jobs; figures are medians and vary by tens of percent between runs; "
+             "beside the wall time, the same work's CPU time (this thread's, which does not count waiting "
+             "for a core) with the 1-minute load average, and the same work with message objects built "
+             "and published by rclpy (the node's fallback, and its only path before) in the same run.", "",
              "| input | conversion | keypoint array + publish | markers + publish | total | "
-             "overlay (when subscribed) | total, tracking + 3-D on | same, CPU time (load) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "overlay (when subscribed) | total, tracking + 3-D on | same, CPU time (load) | "
+             "same, message objects |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in overhead:
         lines.append(f"| {r['size']} | {r['convert_ms']:.3f} ms | {r['keypoints_ms']:.2f} ms | "
                      f"{r['markers_ms']:.2f} ms | **{r['total_ms']:.2f} ms** | {r['overlay_ms']:.1f} ms | "
