@@ -131,7 +131,12 @@ def keypoint_similarity(a: np.ndarray, b: np.ndarray, scale: np.ndarray, sigma: 
     dx = a[:, None, :, 0] - b[None, :, :, 0]                         # (N, M, K)
     dy = a[:, None, :, 1] - b[None, :, :, 1]
     tol = (-0.5 / (sigma * np.maximum(scale, 1.0)) ** 2)[..., None]
-    return np.exp((dx * dx + dy * dy) * tol).sum(-1) / a.shape[1]
+    # exp((dx^2 + dy^2) * tol) in place: the same operations in the same order, no temporaries
+    dx *= dx
+    dy *= dy
+    dx += dy
+    dx *= tol
+    return np.exp(dx, out=dx).sum(-1) / a.shape[1]
 
 
 # ------------------------------------------------------------------------------- tracks
