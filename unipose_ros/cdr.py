@@ -5,10 +5,11 @@ Python attribute lookups: ~15 us per Marker and ~0.7 us per Point or ColorRGBA, 
 per-frame overhead with tracking and 3-D on (docs/BENCHMARKS.md, "ROS node"). A publisher also
 takes the serialised bytes themselves (rclpy's publish_raw, which rosbag2's writer takes too), so
 the keypoint array and the markers are written here: numpy arrays for the point, colour and
-keypoint values, cached bytes for the constant parts. The bytes equal
-rclpy.serialization.serialize_message of the same message (test/ros/test_cdr.py); the node and
-`unipose bag` check that once (`matches_rclpy`) and fall back to message objects where an
-installation's message definitions differ.
+keypoint values, cached bytes for the constant parts. rclpy reads the bytes back as the same
+message, field for field, and they are as long as rclpy's own serialisation (test/ros/test_cdr.py;
+the bytes themselves differ only in alignment padding, which is zero here and uninitialised in
+rmw's). The node and `unipose bag` check the read-back once (`matches_rclpy`) and fall back to
+message objects where an installation's message definitions differ.
 
 CDR as rmw writes it for ROS 2 (XCDR1, little-endian): a 4-byte encapsulation header, then every
 primitive aligned to its own size counted from the end of that header; a string is a uint32
@@ -228,10 +229,6 @@ def keypoint_array_bytes(rows: Sequence[InstanceRow], header, image_size: tuple[
 
 
 # ------------------------------------------------------------------------------------- the check
-def matches_rclpy() -> bool:
-    """Whether rclpy reads this module's bytes back as the messages they stand for, with the
-    installed message definitions (the ones it was written for)."""
-    return _matches_rclpy()
 
 
 def same_as_serialised(data: bytes, message) -> bool:
@@ -262,7 +259,9 @@ def same_message(a, b) -> bool:
 
 
 @lru_cache(maxsize=1)
-def _matches_rclpy() -> bool:
+def matches_rclpy() -> bool:
+    """Whether rclpy reads this module's bytes back as the messages they stand for, with the
+    installed message definitions (the ones it was written for). Checked once per process."""
     try:
         from std_msgs.msg import Header
 

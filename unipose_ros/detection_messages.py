@@ -171,6 +171,7 @@ class PixelProjector:
                                     np.full(len(uv), self.depth)])
         return np.column_stack([uv * self.scale, np.zeros(len(uv))])
 
+
 def instance_rgba(inst, index: int) -> tuple[float, float, float, float]:
     """instance_colour as a marker colour (r, g, b, a in [0, 1])."""
     return _rgba_of(instance_colour(inst, index))

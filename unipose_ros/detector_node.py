@@ -191,7 +191,7 @@ class DetectorNode(LifecycleNode):
                                    "change) compiles the model: minutes on a small CPU")
         self._limiter.max_rate = float(params["max_rate"])
         # outputs written straight to their serialised form where rclpy reads them back as the
-        # same messages (unipose_ros.cdr): a third of the per-frame overhead of message objects
+        # same messages (unipose_ros.cdr): under half the per-frame time of message objects
         self._serialised = cdr.matches_rclpy()
         if not self._serialised:
             self.get_logger().warning("this installation's keypoint or marker message definitions differ from "

@@ -58,3 +58,41 @@ def test_rejected_prompts_name_the_models_categories_and_are_capped(node):
     assert not ok and "(100,000 characters)" in reason
     assert len(node.latched[-1]) < 1000 and len(reason) < 1000, len(node.latched[-1])
     assert node.prompt.text == "fly"  # still in force
+
+
+def test_the_serialised_outputs_and_the_fallback_publish_the_same_detections(node):
+    # the node writes its outputs serialised (unipose_ros.cdr) and falls back to message objects
+    # where rclpy would read the bytes differently: both must publish the same keypoints
+    import cv2
+    from rclpy.parameter import Parameter
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from unipose_model.model_file import BUNDLED_VIDEO
+    from unipose_ros import cdr
+    from unipose_ros.image_conversion import array_to_image
+    from unipose_ros.msg import KeypointInstanceArray
+
+    video = cv2.VideoCapture(str(BUNDLED_VIDEO))
+    ok, frame = video.read()
+    video.release()
+    assert ok
+    published = []
+    node._pubs["keypoints"] = type("Pub", (), {"publish": lambda self, m: published.append(m)})()
+    assert node._serialised  # what on_configure found here
+    tracking = node.get_parameter("tracking").value
+    node.set_parameters([Parameter("tracking", value=False)])  # (a second frame would confirm track ids)
+    try:
+        for serialised in (True, False):
+            node._serialised = serialised
+            node._process(array_to_image(frame, "bgr8", header(7)), time.monotonic())
+    finally:
+        node._serialised = True
+        node.set_parameters([Parameter("tracking", value=tracking)])
+    data, message = published
+    assert isinstance(data, bytes) and isinstance(message, KeypointInstanceArray)
+    from_bytes = deserialize_message(data, KeypointInstanceArray)
+    from_objects = deserialize_message(serialize_message(message), KeypointInstanceArray)
+    assert len(from_bytes.instances) == 2  # the two flies
+    assert cdr.same_message(from_bytes.instances, from_objects.instances)
+    assert cdr.same_message(from_bytes.classes, from_objects.classes)
+    assert from_bytes.header == from_objects.header and from_bytes.prompt == from_objects.prompt == "fly"
